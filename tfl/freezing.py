@@ -1,0 +1,222 @@
+"""Freeze and unfreeze pretrained bases by block groups, never by raw layer indices.
+
+Keras applies a change of `trainable` only when the model is compiled: after `freeze` or
+`unfreeze`, call `model.compile(...)` again (a callback that flips `trainable` during `fit`
+silently does nothing). Both functions warn when they change a model that is already compiled.
+
+BatchNorm layers stay frozen when a base is unfrozen (`train_batchnorm=False`, the default):
+their scale and offset are not trained, and since tfl calls image bases in inference mode,
+their moving statistics never move either. Small fine-tuning batches would otherwise wreck the
+pretrained statistics (keras.io transfer-learning guide).
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+from collections.abc import Iterable
+
+import keras
+import numpy as np
+
+# Groups above the last stage (final conv/norm, pooler): for `top_n` they count with the
+# stage beneath them, so `top_n=1` always means "the last real block and what sits on it".
+_TRAILING_GROUPS = ("top", "pooler", "head")
+
+
+class RecompileWarning(UserWarning):
+    """Trainability changed on a compiled model: Keras ignores it until `compile()`."""
+
+
+def bases_of(model: keras.Model) -> list[keras.Model]:
+    """The pretrained bases of a tfl task, or `[model]` for a base itself."""
+    if getattr(model, "backbones", None):
+        return list(model.backbones)
+    if getattr(model, "backbone", None) is not None:
+        return [model.backbone]
+    return [model]
+
+
+def block_groups(base: keras.Model) -> dict[str, list[keras.layers.Layer]]:
+    """The layers of a base by block group, bottom (stem/embeddings) to top.
+
+    `tfl.ImageBackbone` groups come from its family's data (stem, stage1..n, top). For a
+    keras-hub transformer (anything with `transformer_layers`, e.g. BertBackbone) the groups
+    are "embeddings", "layer_0".."layer_{n-1}" and "pooler" (whatever sits above).
+
+    Example:
+    >>> base = ImageBackbone("resnet50", input_shape=(32, 32, 3))
+    >>> list(block_groups(base))
+    ['stem', 'stage1', 'stage2', 'stage3', 'stage4']
+    """
+    if hasattr(base, "block_groups"):
+        return base.block_groups()
+    blocks = list(getattr(base, "transformer_layers", None) or [])
+    if blocks:
+        ids = {id(b): i for i, b in enumerate(blocks)}
+        groups = {"embeddings": []}
+        groups.update({f"layer_{i}": [b] for i, b in enumerate(blocks)})
+        groups["pooler"] = []
+        seen_blocks = False
+        for layer in base.layers:
+            if id(layer) in ids:
+                seen_blocks = True
+            elif layer.weights:
+                groups["pooler" if seen_blocks else "embeddings"].append(layer)
+        return {k: v for k, v in groups.items() if v}
+    raise TypeError(
+        f"tfl does not know the block groups of a {type(base).__name__}. Use a "
+        "tfl.ImageBackbone or a keras-hub transformer backbone, or freeze layers yourself."
+    )
+
+
+def _warn_if_compiled(model: keras.Model) -> None:
+    if getattr(model, "compiled", False):
+        warnings.warn(
+            f"Trainability of {model.name!r} changed after compile(); Keras applies it only at "
+            "the next model.compile(...). Compile again before fit().",
+            RecompileWarning,
+            stacklevel=3,
+        )
+
+
+def freeze(model: keras.Model) -> keras.Model:
+    """Freeze every pretrained base of `model` (its heads stay trainable).
+
+    Takes effect at the next `model.compile()`.
+
+    Example:
+    >>> model = ImageClassifier(ImageBackbone("mobilenet_v3_small", (32, 32, 3)), 3)
+    >>> freeze(model).backbone.trainable_weights
+    []
+    """
+    for base in bases_of(model):
+        base.trainable = False
+    _warn_if_compiled(model)
+    return model
+
+
+def _select_groups(names: list[str], groups, top_n) -> list[str]:
+    if (groups is None) == (top_n is None):
+        raise ValueError("Pass exactly one of groups=[...], top_n=N or 'all'.")
+    if groups is not None:
+        if isinstance(groups, str):
+            groups = [groups]
+        chosen = []
+        for pattern in groups:
+            hits = [n for n in names if n == pattern or re.fullmatch(pattern, n)]
+            if not hits:
+                raise ValueError(
+                    f"Received groups={list(groups)!r}: {pattern!r} matches no block group. "
+                    f"This base has {names}."
+                )
+            chosen += hits
+        return [n for n in names if n in chosen]
+    if not isinstance(top_n, int) or top_n < 0:
+        raise ValueError(f"Received top_n={top_n!r}; expected an integer >= 0.")
+    counted = [n for n in names if n not in _TRAILING_GROUPS]
+    if top_n > len(counted):
+        raise ValueError(
+            f"Received top_n={top_n}, but this base has only {len(counted)} blocks: {counted}."
+        )
+    keep = set(counted[len(counted) - top_n :]) if top_n else set()
+    if top_n:
+        keep |= {n for n in names if n in _TRAILING_GROUPS}
+    return [n for n in names if n in keep]
+
+
+def unfreeze(
+    model: keras.Model,
+    groups: str | Iterable[str] | None = None,
+    top_n: int | str | None = None,
+    train_batchnorm: bool = False,
+) -> keras.Model:
+    """Make block groups of the pretrained base(s) trainable; the rest stay frozen.
+
+    Takes effect at the next `model.compile()` (Keras reads `trainable` there), so compile
+    again with a lower learning rate before fine-tuning.
+
+    Args:
+        model: a tfl task (all its bases are unfrozen alike) or a single base.
+        groups: group names or regexes, e.g. `["stage4", "top"]` or `"layer_[45]"`;
+            see `block_groups(base)`.
+        top_n: unfreeze the top `n` blocks (a trailing "top"/"pooler" group counts with the
+            block beneath it), or `"all"`. `top_n=0` freezes every group.
+        train_batchnorm: also train BatchNorm scale and offset (moving statistics still never
+            move, because image bases run in inference mode). Default False.
+
+    Returns:
+        `model`, for chaining.
+
+    Example:
+    >>> model = ImageClassifier(ImageBackbone("resnet50", (32, 32, 3)), 3)
+    >>> [g for g, n in trainable_groups(unfreeze(model, top_n=1)).items() if n]
+    ['stage4']
+    """
+    for base in bases_of(model):
+        named = block_groups(base)
+        if top_n == "all":
+            chosen = list(named)
+        else:
+            chosen = _select_groups(list(named), groups, top_n)
+        base.trainable = True
+        chosen_layers = {id(layer) for name in chosen for layer in named[name]}
+        for layers in named.values():
+            for layer in layers:
+                if id(layer) not in chosen_layers:
+                    layer.trainable = False
+        for layer in _walk(base):
+            if isinstance(layer, keras.layers.BatchNormalization) and not train_batchnorm:
+                layer.trainable = False
+    _warn_if_compiled(model)
+    return model
+
+
+def _walk(layer: keras.layers.Layer):
+    for sub in layer._flatten_layers(include_self=False, recursive=True):
+        yield sub
+
+
+def _count(weights) -> int:
+    return int(sum(np.prod(w.shape) for w in weights))
+
+
+def trainable_groups(model: keras.Model) -> dict[str, int]:
+    """Trainable parameter count per block group (summed over the model's bases)."""
+    counts: dict[str, int] = {}
+    for base in bases_of(model):
+        if not base.trainable:
+            for name in block_groups(base):
+                counts.setdefault(name, 0)
+            continue
+        for name, layers in block_groups(base).items():
+            counts[name] = counts.get(name, 0) + sum(_count(lay.trainable_weights) for lay in layers)
+    return counts
+
+
+def trainable_summary(model: keras.Model) -> str:
+    """A table of what will train at the next `compile()`: per block group and the head.
+
+    Example:
+    >>> model = ImageClassifier(ImageBackbone("mobilenet_v3_small", (32, 32, 3)), 3)
+    >>> print(trainable_summary(freeze(model)).splitlines()[0])
+    group          trainable / total params
+    """
+    rows = []
+    base_ids = set()
+    for base in bases_of(model):
+        for name, layers in block_groups(base).items():
+            total = _count(w for lay in layers for w in lay.weights)
+            train = _count(w for lay in layers for w in lay.trainable_weights) if base.trainable else 0
+            rows.append((f"{base.name}/{name}" if len(bases_of(model)) > 1 else name, train, total))
+        base_ids |= {id(w) for w in base.weights}
+    if model not in bases_of(model):
+        rest = [w for w in model.weights if id(w) not in base_ids]
+        rest_train = [w for w in model.trainable_weights if id(w) not in base_ids]
+        rows.append(("head", _count(rest_train), _count(rest)))
+    lines = [f"{'group':<14} trainable / total params"]
+    lines += [f"{name:<14} {train:>9,} / {total:,}" for name, train, total in rows]
+    train_all = sum(r[1] for r in rows)
+    total_all = sum(r[2] for r in rows)
+    lines.append(f"{'all':<14} {train_all:>9,} / {total_all:,}")
+    return "\n".join(lines)
