@@ -1,8 +1,9 @@
 """Freeze and unfreeze pretrained bases by block groups, never by raw layer indices.
 
-Keras applies a change of `trainable` only when the model is compiled: after `freeze` or
-`unfreeze`, call `model.compile(...)` again (a callback that flips `trainable` during `fit`
-silently does nothing). Both functions warn when they change a model that is already compiled.
+Keras reads `trainable` when it builds the training step, at the first `fit` after
+`compile()`: after `freeze` or `unfreeze`, call `model.compile(...)` again before `fit` (a
+callback that flips `trainable` during `fit` silently does nothing). tfl tasks warn with a
+`RecompileWarning` when `fit` is called on a stale training step.
 
 BatchNorm layers stay frozen when a base is unfrozen (`train_batchnorm=False`, the default):
 their scale and offset are not trained, and since tfl calls image bases in inference mode,
@@ -13,7 +14,6 @@ pretrained statistics (keras.io transfer-learning guide).
 from __future__ import annotations
 
 import re
-import warnings
 from collections.abc import Iterable
 
 import keras
@@ -25,7 +25,7 @@ _TRAILING_GROUPS = ("top", "pooler", "head")
 
 
 class RecompileWarning(UserWarning):
-    """Trainability changed on a compiled model: Keras ignores it until `compile()`."""
+    """Trainability changed since the last `fit`: Keras ignores it until `compile()`."""
 
 
 def bases_of(model: keras.Model) -> list[keras.Model]:
@@ -70,16 +70,6 @@ def block_groups(base: keras.Model) -> dict[str, list[keras.layers.Layer]]:
     )
 
 
-def _warn_if_compiled(model: keras.Model) -> None:
-    if getattr(model, "compiled", False):
-        warnings.warn(
-            f"Trainability of {model.name!r} changed after compile(); Keras applies it only at "
-            "the next model.compile(...). Compile again before fit().",
-            RecompileWarning,
-            stacklevel=3,
-        )
-
-
 def freeze(model: keras.Model) -> keras.Model:
     """Freeze every pretrained base of `model` (its heads stay trainable).
 
@@ -92,7 +82,6 @@ def freeze(model: keras.Model) -> keras.Model:
     """
     for base in bases_of(model):
         base.trainable = False
-    _warn_if_compiled(model)
     return model
 
 
@@ -168,7 +157,6 @@ def unfreeze(
         for layer in _walk(base):
             if isinstance(layer, keras.layers.BatchNormalization) and not train_batchnorm:
                 layer.trainable = False
-    _warn_if_compiled(model)
     return model
 
 

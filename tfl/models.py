@@ -15,10 +15,13 @@ again after `tfl.freeze` / `tfl.unfreeze`.
 
 from __future__ import annotations
 
+import warnings
+
 import keras
 import keras_hub
 
 from tfl.backbones import ImageBackbone
+from tfl.freezing import RecompileWarning
 from tfl.heads import Head, get_head
 from tfl.text import MeanPooling
 
@@ -111,6 +114,29 @@ class _TransferTask(keras_hub.models.Task):
             else:
                 metrics = heads.default_metrics()
         super().compile(optimizer=optimizer, loss=loss, metrics=metrics, **kwargs)
+        self._fit_trainable = None
+
+    def _trainable_fingerprint(self) -> tuple:
+        return tuple(id(v) for v in self.trainable_variables)
+
+    def fit(self, *args, **kwargs):
+        """`keras.Model.fit`, warning when trainability changed since the last `fit`.
+
+        Keras builds the training step once per `compile()`: `trainable` flags changed after
+        a `fit` (e.g. by `tfl.unfreeze`) are ignored until you compile again.
+        """
+        current = self._trainable_fingerprint()
+        previous = getattr(self, "_fit_trainable", None)
+        if previous is not None and previous != current:
+            warnings.warn(
+                f"The trainable weights of {self.name!r} changed since the last fit(), but Keras "
+                "keeps training the old set until the model is compiled again. Call "
+                "model.compile(...) after tfl.freeze/tfl.unfreeze.",
+                RecompileWarning,
+                stacklevel=2,
+            )
+        self._fit_trainable = previous if previous is not None else current
+        return super().fit(*args, **kwargs)
 
 
 @keras.saving.register_keras_serializable(package="tfl")

@@ -1,0 +1,142 @@
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from helpers import (
+    IMAGE_SHAPE,
+    TEXT_LABELS,
+    TEXTS,
+    assert_keras_round_trip,
+    images,
+    tiny_bert,
+    tiny_bert_preprocessor,
+    tiny_image_base,
+)
+
+import tfl
+
+
+def test_image_backbone_takes_raw_pixels_and_pools():
+    base = tiny_image_base("resnet50")
+    assert base(images(2)).shape == (2, 2048)
+    assert base.feature_dim == 2048
+    assert tiny_image_base("resnet50", pooling=None)(images(2)).shape == (2, 1, 1, 2048)
+    # ResNet is a "caffe" family: the preprocessing layer must be inside the model.
+    np.testing.assert_allclose(
+        base.get_layer("preprocessing")(images(2)).numpy(),
+        keras.applications.resnet.preprocess_input(images(2)),
+        rtol=1e-5,
+        atol=1e-4,
+    )
+
+
+def test_image_backbone_errors():
+    with pytest.raises(ValueError, match="pooling='mean'"):
+        tfl.ImageBackbone("resnet50", input_shape=IMAGE_SHAPE, pooling="mean")
+    with pytest.raises(ValueError, match="pooling=None"):
+        tfl.ImageClassifier(tiny_image_base(pooling=None), num_classes=2)
+
+
+@pytest.mark.parametrize("head", ["classification", "mlp", "multilabel", "regression", "svm"])
+def test_image_classifier_fits_with_each_head_and_round_trips(head, tmp_path):
+    model = tfl.ImageClassifier(tiny_image_base(), num_classes=3, head=head)
+    x = images(8)
+    y = np.arange(8) % 3
+    if head == "multilabel":
+        y = np.eye(3, dtype="float32")[y]
+    elif head == "regression":
+        y = np.random.default_rng(0).normal(size=(8, 3)).astype("float32")
+    tfl.freeze(model)
+    model.compile()
+    history = model.fit(x, y, epochs=2, batch_size=4, verbose=0)
+    assert np.isfinite(history.history["loss"]).all()
+    assert model.predict(x, verbose=0).shape == (8, 3)
+    assert_keras_round_trip(model, x, tmp_path)
+
+
+def test_image_classifier_works_with_tf_data_and_evaluate():
+    model = tfl.ImageClassifier(tiny_image_base(), num_classes=2)
+    ds = tf.data.Dataset.from_tensor_slices((images(8), np.arange(8) % 2)).batch(4)
+    model.fit(ds, epochs=1, verbose=0)
+    loss, accuracy = model.evaluate(ds, verbose=0)
+    assert np.isfinite(loss) and 0.0 <= accuracy <= 1.0
+
+
+def test_compile_auto_learning_rate_follows_base_state():
+    model = tfl.ImageClassifier(tiny_image_base(), num_classes=2)
+    tfl.freeze(model)
+    model.compile()
+    assert np.isclose(float(model.optimizer.learning_rate), 1e-3)
+    tfl.unfreeze(model, top_n="all")
+    model.compile()
+    assert np.isclose(float(model.optimizer.learning_rate), 1e-4)
+    assert model.loss.name == "sparse_categorical_crossentropy"
+
+
+def test_text_classifier_on_raw_strings_and_round_trip(tmp_path):
+    model = tfl.TextClassifier(
+        tiny_bert(), num_classes=2, preprocessor=tiny_bert_preprocessor(), pooling="mean"
+    )
+    model.compile(optimizer=keras.optimizers.Adam(1e-2))
+    history = model.fit(TEXTS, TEXT_LABELS, epochs=3, batch_size=3, verbose=0)
+    assert history.history["loss"][-1] < history.history["loss"][0]
+    probs = model.predict(TEXTS, verbose=0)
+    assert probs.shape == (6, 2)
+    np.testing.assert_allclose(probs.sum(-1), 1.0, atol=1e-5)
+    restored = assert_keras_round_trip(model, TEXTS, tmp_path)
+    assert restored.pooling == "mean"
+
+
+def test_text_classifier_pooled_and_bad_pooling():
+    model = tfl.TextClassifier(
+        tiny_bert(), num_classes=2, preprocessor=tiny_bert_preprocessor(), pooling="pooled"
+    )
+    assert model.predict(TEXTS, verbose=0).shape == (6, 2)
+    with pytest.raises(ValueError, match="text_pooling='cls'"):
+        tfl.TextClassifier(tiny_bert(), num_classes=2, pooling="cls")
+
+
+@pytest.mark.parametrize("fusion", ["concat", "add", "multiply", "projection"])
+def test_fusion_of_two_image_bases_shares_the_image_input(fusion, tmp_path):
+    bases = [tiny_image_base("mobilenet_v3_small"), tiny_image_base("mobilenet_v2")]
+    if fusion in ("add", "multiply"):
+        with pytest.raises(ValueError, match="equal feature sizes"):
+            tfl.FusionClassifier(bases, num_classes=3, fusion=fusion)
+        bases = [tiny_image_base("mobilenet_v3_small"), tiny_image_base("mobilenet_v3_small")]
+    model = tfl.FusionClassifier(bases, num_classes=3, fusion=fusion, projection_dim=16)
+    assert len(model.inputs) == 1
+    x = images(8)
+    tfl.freeze(model)
+    model.compile()
+    model.fit(x, np.arange(8) % 3, epochs=1, verbose=0)
+    assert not any(b.trainable_weights for b in model.backbones)
+    assert_keras_round_trip(model, x, tmp_path)
+
+
+def test_fusion_of_image_and_text_takes_one_input_per_base(tmp_path):
+    bert = tiny_bert()
+    model = tfl.FusionClassifier([tiny_image_base(), bert], num_classes=2, fusion="projection",
+                                 projection_dim=8)
+    assert len(model.inputs) == 4  # images + token_ids, segment_ids, padding_mask
+    tokens = tiny_bert_preprocessor()(TEXTS)
+    x = [images(6), tokens]
+    model.fit(x, TEXT_LABELS, epochs=1, verbose=0)
+    assert_keras_round_trip(model, x, tmp_path)
+
+
+def test_multitask_model_dict_targets_losses_and_round_trip(tmp_path):
+    heads = {"digit": tfl.ClassificationHead(3), "size": tfl.RegressionHead(1)}
+    model = tfl.MultiTaskModel(tiny_image_base(), heads)
+    model.compile(loss_weights={"digit": 1.0, "size": 0.5})
+    x = images(8)
+    y = {"digit": np.arange(8) % 3, "size": np.linspace(0, 1, 8).astype("float32")[:, None]}
+    history = model.fit(x, y, epochs=2, batch_size=4, verbose=0)
+    assert {"digit_loss", "size_loss", "digit_accuracy", "size_mae"} <= set(history.history)
+    out = model.predict(x, verbose=0)
+    assert out["digit"].shape == (8, 3) and out["size"].shape == (8, 1)
+    assert_keras_round_trip(model, x, tmp_path)
+
+
+def test_multitask_model_rejects_bad_heads():
+    with pytest.raises(ValueError, match="heads\\['digit'\\] is a str"):
+        tfl.MultiTaskModel(tiny_image_base(), {"digit": "classification"})
