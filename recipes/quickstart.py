@@ -15,10 +15,9 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402
-import tensorflow as tf  # noqa: E402
 
 import tfl  # noqa: E402
-from tfl.datasets import load_mnist_5k, stratified_split  # noqa: E402
+from tfl.datasets import grey_digits_dataset, load_mnist_5k, stratified_split  # noqa: E402
 
 # Knobs.
 IMAGE_SIZE = 96  # MobileNetV2 accepts >= 32; 96 is a good speed/accuracy point on a CPU.
@@ -27,20 +26,6 @@ BATCH_SIZE = 32
 EPOCHS_HEAD = 10  # phase 1: frozen base, new head
 EPOCHS_FINETUNE = 5  # phase 2: base unfrozen (BatchNorm stays frozen)
 SEED = 0
-
-
-def make_dataset(images, labels, shuffle=False):
-    ds = tf.data.Dataset.from_tensor_slices((images[..., None], labels))
-    if shuffle:
-        ds = ds.shuffle(len(labels), seed=SEED)
-
-    def to_rgb(image, label):
-        # The model takes raw 0-255 RGB pixels: its preprocessing (torchvision's
-        # normalisation, here) is inside it, so no rescaling here.
-        image = tf.image.resize(tf.cast(image, tf.float32), (IMAGE_SIZE, IMAGE_SIZE))
-        return tf.image.grayscale_to_rgb(image), label
-
-    return ds.map(to_rgb, num_parallel_calls=tf.data.AUTOTUNE).batch(BATCH_SIZE).prefetch(2)
 
 
 def main(argv=None):
@@ -55,9 +40,15 @@ def main(argv=None):
     # 1. Data: real digits, split with equal counts per class.
     images, labels = load_mnist_5k()
     train_idx, val_idx, test_idx = stratified_split(labels, (TRAIN, VAL, TEST), seed=SEED)
-    train_ds = make_dataset(images[train_idx], labels[train_idx], shuffle=True)
-    val_ds = make_dataset(images[val_idx], labels[val_idx])
-    test_ds = make_dataset(images[test_idx], labels[test_idx])
+
+    # The model takes raw 0-255 RGB pixels: its preprocessing (torchvision's normalisation,
+    # here) is inside it, so the pipeline only resizes and makes the grey digits RGB.
+    def make_dataset(idx, shuffle=False):
+        seed = SEED if shuffle else None
+        return grey_digits_dataset(images[idx], labels[idx], IMAGE_SIZE, BATCH_SIZE, seed)
+
+    train_ds = make_dataset(train_idx, shuffle=True)
+    val_ds, test_ds = make_dataset(val_idx), make_dataset(test_idx)
 
     # 2. Model: the pretrained base (called in inference mode, so BatchNorm keeps its
     #    ImageNet statistics) under a new 10-way softmax head.

@@ -14,7 +14,7 @@ def _snapshot(layers):
 
 def _changed(before, layers):
     after = _snapshot(layers)
-    return any(not np.array_equal(a, b) for a, b in zip(before, after))
+    return any(not np.array_equal(a, b) for a, b in zip(before, after, strict=True))
 
 
 def _fit(model, lr=0.1, epochs=2):
@@ -60,7 +60,7 @@ def test_unfrozen_base_moves_but_batchnorm_statistics_never_do():
     assert _changed(conv_before, convs)
     # BatchNorm frozen by default: gamma/beta and moving statistics all unchanged.
     assert not _changed(bn_weights_before, bns)
-    for a, b in zip(stats_before, _bn_stats(model.backbone)):
+    for a, b in zip(stats_before, _bn_stats(model.backbone), strict=True):
         np.testing.assert_array_equal(a, b)
 
 
@@ -75,8 +75,10 @@ def test_train_batchnorm_trains_scale_but_statistics_stay():
     gammas = [layer.gamma.numpy().copy() for layer in bns]
     stats_before = _bn_stats(model.backbone)
     _fit(model)
-    assert any(not np.array_equal(g, layer.gamma.numpy()) for g, layer in zip(gammas, bns))
-    for a, b in zip(stats_before, _bn_stats(model.backbone)):
+    assert any(
+        not np.array_equal(g, layer.gamma.numpy()) for g, layer in zip(gammas, bns, strict=True)
+    )
+    for a, b in zip(stats_before, _bn_stats(model.backbone), strict=True):
         np.testing.assert_array_equal(a, b)
 
 

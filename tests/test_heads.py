@@ -52,8 +52,9 @@ def test_svm_head_learns_separable_features():
     inputs = keras.Input((8,))
     head = tfl.SVMHead(3)
     model = keras.Model(inputs, head(inputs))
-    model.compile(keras.optimizers.Adam(0.05), loss=head.default_loss(),
-                  metrics=head.default_metrics())
+    model.compile(
+        keras.optimizers.Adam(0.05), loss=head.default_loss(), metrics=head.default_metrics()
+    )
     model.fit(x, labels, epochs=20, batch_size=16, verbose=0)
     assert model.evaluate(x, labels, verbose=0)[1] > 0.95
 

@@ -115,8 +115,9 @@ def test_fusion_of_two_image_bases_shares_the_image_input(fusion, tmp_path):
 
 def test_fusion_of_image_and_text_takes_one_input_per_base(tmp_path):
     bert = tiny_bert()
-    model = tfl.FusionClassifier([tiny_image_base(), bert], num_classes=2, fusion="projection",
-                                 projection_dim=8)
+    model = tfl.FusionClassifier(
+        [tiny_image_base(), bert], num_classes=2, fusion="projection", projection_dim=8
+    )
     assert len(model.inputs) == 4  # images + token_ids, segment_ids, padding_mask
     tokens = tiny_bert_preprocessor()(TEXTS)
     x = [images(6), tokens]

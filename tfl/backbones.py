@@ -17,8 +17,7 @@ from __future__ import annotations
 
 import keras
 
-from tfl import families
-from tfl import torchvision_mobilenet
+from tfl import families, torchvision_mobilenet
 
 POOLINGS = ("avg", "max", None)
 

@@ -45,46 +45,43 @@ def _parser() -> argparse.ArgumentParser:
         help="fine-tune a pretrained base (default: offline MobileNetV2 on MNIST-5k)",
         description="Two-phase fine-tune of the offline ImageNet MobileNetV2 on MNIST-5k.",
     )
-    train.add_argument("--image-size", type=_positive_int, default=96,
-                       help="input resolution (>= 32; default 96)")
-    train.add_argument("--train-size", type=_positive_int, default=500,
-                       help="training images, balanced over the 10 digits (default 500)")
+    train.add_argument(
+        "--image-size", type=_positive_int, default=96, help="input resolution (>= 32; default 96)"
+    )
+    train.add_argument(
+        "--train-size",
+        type=_positive_int,
+        default=500,
+        help="training images, balanced over the 10 digits (default 500)",
+    )
     train.add_argument("--val-size", type=_positive_int, default=500)
     train.add_argument("--test-size", type=_positive_int, default=1000)
-    train.add_argument("--epochs-head", type=_non_negative_int, default=10,
-                       help="phase 1 epochs: frozen base, new head at lr 1e-3 (default 10)")
-    train.add_argument("--epochs-finetune", type=_non_negative_int, default=5,
-                       help="phase 2 epochs: base unfrozen, BatchNorm frozen, lr 1e-4 (default 5)")
+    train.add_argument(
+        "--epochs-head",
+        type=_non_negative_int,
+        default=10,
+        help="phase 1 epochs: frozen base, new head at lr 1e-3 (default 10)",
+    )
+    train.add_argument(
+        "--epochs-finetune",
+        type=_non_negative_int,
+        default=5,
+        help="phase 2 epochs: base unfrozen, BatchNorm frozen, lr 1e-4 (default 5)",
+    )
     train.add_argument("--batch-size", type=_positive_int, default=32)
     train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--output", default=None,
-                       help="run directory (default runs/mnist5k-<timestamp>)")
+    train.add_argument(
+        "--output", default=None, help="run directory (default runs/mnist5k-<timestamp>)"
+    )
     train.add_argument("--debug", action="store_true", help="show tracebacks")
     return parser
-
-
-def _mnist_dataset(images, labels, image_size, batch_size, shuffle_seed=None):
-    import tensorflow as tf
-
-    ds = tf.data.Dataset.from_tensor_slices((images[..., None], labels))
-    if shuffle_seed is not None:
-        ds = ds.shuffle(len(labels), seed=shuffle_seed, reshuffle_each_iteration=True)
-
-    def to_rgb(image, label):
-        # Grey 28x28 uint8 -> RGB image_size^2 float in 0-255: the model preprocesses itself.
-        image = tf.image.resize(tf.cast(image, tf.float32), (image_size, image_size))
-        return tf.image.grayscale_to_rgb(image), label
-
-    return ds.map(to_rgb, num_parallel_calls=tf.data.AUTOTUNE).batch(batch_size).prefetch(
-        tf.data.AUTOTUNE
-    )
 
 
 def train(args: argparse.Namespace) -> int:
     import keras
 
     import tfl
-    from tfl.datasets import load_mnist_5k, stratified_split
+    from tfl.datasets import grey_digits_dataset, load_mnist_5k, stratified_split
 
     if args.image_size < 32:
         raise ValueError(
@@ -99,9 +96,10 @@ def train(args: argparse.Namespace) -> int:
     train_idx, val_idx, test_idx = stratified_split(
         labels, (args.train_size, args.val_size, args.test_size), seed=args.seed
     )
-    make = lambda idx, seed=None: _mnist_dataset(  # noqa: E731
-        images[idx], labels[idx], args.image_size, args.batch_size, seed
-    )
+
+    def make(idx, seed=None):
+        return grey_digits_dataset(images[idx], labels[idx], args.image_size, args.batch_size, seed)
+
     train_ds, val_ds, test_ds = make(train_idx, args.seed), make(val_idx), make(test_idx)
 
     backbone = tfl.ImageBackbone(

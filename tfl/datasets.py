@@ -48,9 +48,7 @@ def load_mnist_5k() -> tuple[np.ndarray, np.ndarray]:
     return images, labels
 
 
-def stratified_split(
-    labels: np.ndarray, sizes: tuple[int, ...], seed: int = 0
-) -> list[np.ndarray]:
+def stratified_split(labels: np.ndarray, sizes: tuple[int, ...], seed: int = 0) -> list[np.ndarray]:
     """Disjoint index sets of the given sizes, each with (near) equal counts per class.
 
     Example:
@@ -72,3 +70,29 @@ def stratified_split(
         splits.append(np.sort(order[start : start + size]))
         start += size
     return splits
+
+
+def grey_digits_dataset(images, labels, image_size: int, batch_size: int, shuffle_seed=None):
+    """A batched `tf.data.Dataset` of grey digits as RGB `image_size`² images in 0–255.
+
+    tfl models take raw 0–255 RGB pixels (their preprocessing is inside them), so this only
+    resizes and repeats the grey channel; it does not rescale.
+
+    Example:
+    >>> images, labels = load_mnist_5k()
+    >>> x, y = next(iter(grey_digits_dataset(images[:4], labels[:4], 32, 4)))
+    >>> tuple(x.shape), float(x.numpy().max()) > 1
+    ((4, 32, 32, 3), True)
+    """
+    import tensorflow as tf
+
+    ds = tf.data.Dataset.from_tensor_slices((images[..., None], labels))
+    if shuffle_seed is not None:
+        ds = ds.shuffle(len(labels), seed=shuffle_seed, reshuffle_each_iteration=True)
+
+    def to_rgb(image, label):
+        image = tf.image.resize(tf.cast(image, tf.float32), (image_size, image_size))
+        return tf.image.grayscale_to_rgb(image), label
+
+    ds = ds.map(to_rgb, num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)

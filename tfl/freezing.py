@@ -144,10 +144,8 @@ def unfreeze(
     """
     for base in bases_of(model):
         named = block_groups(base)
-        if top_n == "all":
-            chosen = list(named)
-        else:
-            chosen = _select_groups(list(named), groups, top_n)
+        all_groups = top_n == "all"
+        chosen = list(named) if all_groups else _select_groups(list(named), groups, top_n)
         base.trainable = True
         chosen_layers = {id(layer) for name in chosen for layer in named[name]}
         for layers in named.values():
@@ -161,8 +159,7 @@ def unfreeze(
 
 
 def _walk(layer: keras.layers.Layer):
-    for sub in layer._flatten_layers(include_self=False, recursive=True):
-        yield sub
+    yield from layer._flatten_layers(include_self=False, recursive=True)
 
 
 def _count(weights) -> int:
@@ -178,7 +175,9 @@ def trainable_groups(model: keras.Model) -> dict[str, int]:
                 counts.setdefault(name, 0)
             continue
         for name, layers in block_groups(base).items():
-            counts[name] = counts.get(name, 0) + sum(_count(lay.trainable_weights) for lay in layers)
+            counts[name] = counts.get(name, 0) + sum(
+                _count(lay.trainable_weights) for lay in layers
+            )
     return counts
 
 
@@ -195,7 +194,9 @@ def trainable_summary(model: keras.Model) -> str:
     for base in bases_of(model):
         for name, layers in block_groups(base).items():
             total = _count(w for lay in layers for w in lay.weights)
-            train = _count(w for lay in layers for w in lay.trainable_weights) if base.trainable else 0
+            train = (
+                _count(w for lay in layers for w in lay.trainable_weights) if base.trainable else 0
+            )
             rows.append((f"{base.name}/{name}" if len(bases_of(model)) > 1 else name, train, total))
         base_ids |= {id(w) for w in base.weights}
     if model not in bases_of(model):

@@ -61,8 +61,7 @@ class Head(keras.layers.Layer):
             for i, u in enumerate(hidden_units)
         ]
         self.dropout_layers = [
-            keras.layers.Dropout(dropout, name=f"dropout_{i}")
-            for i in range(len(hidden_units) + 1)
+            keras.layers.Dropout(dropout, name=f"dropout_{i}") for i in range(len(hidden_units) + 1)
         ]
         self.output_dense = keras.layers.Dense(
             units,
@@ -81,7 +80,8 @@ class Head(keras.layers.Layer):
 
     def call(self, inputs, training=None):
         x = inputs
-        for dropout, dense in zip(self.dropout_layers, self.hidden_layers):
+        # One more dropout than hidden layers: the last one feeds the output layer.
+        for dropout, dense in zip(self.dropout_layers[:-1], self.hidden_layers, strict=True):
             x = dense(dropout(x, training=training))
         return self.output_dense(self.dropout_layers[-1](x, training=training))
 
@@ -127,9 +127,7 @@ class ClassificationHead(Head):
         return self.units
 
     def default_loss(self):
-        return keras.losses.SparseCategoricalCrossentropy(
-            from_logits=self.activation != "softmax"
-        )
+        return keras.losses.SparseCategoricalCrossentropy(from_logits=self.activation != "softmax")
 
     def default_metrics(self):
         return [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]

@@ -157,8 +157,9 @@ class ImageClassifier(_TransferTask):
     (2, 3)
     """
 
-    def __init__(self, backbone, num_classes=None, head="classification", preprocessor=None,
-                 **kwargs):
+    def __init__(
+        self, backbone, num_classes=None, head="classification", preprocessor=None, **kwargs
+    ):
         # === Layers ===
         self.backbone = backbone
         self.preprocessor = preprocessor
@@ -199,8 +200,15 @@ class TextClassifier(_TransferTask):
         pooling: "mean" (masked mean of token outputs) or "pooled" (BERT's [CLS] pooler).
     """
 
-    def __init__(self, backbone, num_classes=None, head="classification", preprocessor=None,
-                 pooling="mean", **kwargs):
+    def __init__(
+        self,
+        backbone,
+        num_classes=None,
+        head="classification",
+        preprocessor=None,
+        pooling="mean",
+        **kwargs,
+    ):
         # === Layers ===
         self.backbone = backbone
         self.preprocessor = preprocessor
@@ -248,8 +256,17 @@ class FusionClassifier(_TransferTask):
         text_pooling: pooling of text bases ("mean" or "pooled").
     """
 
-    def __init__(self, backbones, num_classes=None, head="classification", fusion="concat",
-                 projection_dim=256, text_pooling="mean", preprocessor=None, **kwargs):
+    def __init__(
+        self,
+        backbones,
+        num_classes=None,
+        head="classification",
+        fusion="concat",
+        projection_dim=256,
+        text_pooling="mean",
+        preprocessor=None,
+        **kwargs,
+    ):
         backbones = list(backbones)
         if len(backbones) < 2:
             raise ValueError(f"FusionClassifier needs at least two bases; got {len(backbones)}.")
