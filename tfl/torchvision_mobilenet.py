@@ -379,7 +379,7 @@ def mobilenet_v2_torchvision(
         clone_function=_clone_layer,
         call_function=_call_layer,
     )
-    model = keras.Model(clone.inputs, clone.outputs, name="mobilenet_v2_torchvision")
+    model = keras.Model(clone.input, clone.output, name="mobilenet_v2_torchvision")
     if weights == "imagenet":
         weights = default_checkpoint_path()
     if weights is not None:
