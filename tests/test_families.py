@@ -178,6 +178,7 @@ def test_imagenet_download_that_never_answers_times_out(monkeypatch, tmp_path):
         file_utils, "get_file", functools.partial(file_utils.get_file, cache_dir=str(tmp_path))
     )
     monkeypatch.setattr(families, "DOWNLOAD_TIMEOUT_S", 0.5)
+    default_timeout = socket.getdefaulttimeout()
     start = time.monotonic()
     try:
         with pytest.raises(OSError, match=OFFLINE_MESSAGE):
@@ -185,7 +186,7 @@ def test_imagenet_download_that_never_answers_times_out(monkeypatch, tmp_path):
     finally:
         server.close()
     assert time.monotonic() - start < 30
-    assert socket.getdefaulttimeout() is None  # restored
+    assert socket.getdefaulttimeout() == default_timeout  # restored
 
 
 # keras 3.15 + numpy 2 warn inside save_weights (np.array on a tf.Variable): not ours.

@@ -8,16 +8,16 @@ Everything else in tfl reads that table through `get_spec`, `build_application` 
 
 Block groups are regexes on layer names, tried in order with `re.search`; a layer belongs to the
 FIRST group whose pattern matches (patterns carry their own `^`/`$` anchors). Keras names some
-layers itself (`conv2d_17`, `batch_normalization_3`): the Inception families leave every branch
+layers itself (`conv2d_17`, `batch_normalization_3`): the Inception families leave nearly every
 conv unnamed, Xception its shortcut convs. Those numbers count every layer of that class built in
 the Python session, so `group_layers` matches such a layer by the name it would have in a fresh
 session (the order in which the model created its layers of that class: `conv2d`, `conv2d_1`,
 ...), which is what the table's patterns refer to.
 
 The minimum sizes and feature widths in the table were measured on keras 3.15.1 with
-`include_top=False, weights=None` (`pytest -m slow tests/test_families.py` re-checks all of them):
-the minimum is the smallest side Keras accepts, and every family still yields a non-empty
-feature map there.
+`include_top=False, weights=None`; `pytest tests/test_families.py` re-checks them (the smallest
+variant of each family; all variants with `-m slow`, about a minute). The minimum is the
+smallest side Keras accepts, and every family still yields a non-empty feature map there.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ from keras import ops
 
 PREPROCESSING_MODES = ("caffe", "tf", "torch", "none")
 
-# `preprocess_input(mode="caffe")` works in BGR order; the other two in RGB.
+# `preprocess_input(mode="caffe")` works in BGR order; the other modes in RGB.
 CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
 TORCH_MEAN = (0.485, 0.456, 0.406)
 TORCH_STD = (0.229, 0.224, 0.225)
@@ -79,7 +79,6 @@ class ImagePreprocessing(keras.layers.Layer):
         _check_mode(mode)
         super().__init__(**kwargs)
         self.mode = mode
-        self.supports_masking = True
 
     def call(self, inputs):
         x = ops.cast(inputs, self.compute_dtype)
