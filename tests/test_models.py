@@ -120,7 +120,7 @@ def test_fusion_of_image_and_text_takes_one_input_per_base(tmp_path):
     )
     assert len(model.inputs) == 4  # images + token_ids, segment_ids, padding_mask
     tokens = tiny_bert_preprocessor()(TEXTS)
-    x = [images(6), tokens]
+    x = (images(6), tokens)  # a tuple: one entry per base
     model.fit(x, TEXT_LABELS, epochs=1, verbose=0)
     assert_keras_round_trip(model, x, tmp_path)
 

@@ -242,8 +242,9 @@ class FusionClassifier(_TransferTask):
     """Two (or more) pretrained bases whose features are fused under one head.
 
     Image bases with the same input shape share one image input (two CNNs looking at the
-    same picture, e.g. the "VGG + ResNet features" recipe); otherwise the model takes a list
-    with one input per base (e.g. an image and tokenised text).
+    same picture, e.g. the "VGG + ResNet features" recipe); otherwise the model takes a tuple
+    with one input per base, e.g. `(images, token_dict)` (pass a tuple, not a list: keras-hub's
+    input pipeline cannot convert a list that mixes arrays and dicts).
 
     Args:
         backbones: a list of at least two bases (`ImageBackbone` or keras-hub text backbones).
