@@ -141,3 +141,33 @@ def test_multitask_model_dict_targets_losses_and_round_trip(tmp_path):
 def test_multitask_model_rejects_bad_heads():
     with pytest.raises(ValueError, match="heads\\['digit'\\] is a str"):
         tfl.MultiTaskModel(tiny_image_base(), {"digit": "classification"})
+
+
+@pytest.mark.assets
+def test_text_classifier_on_real_minilm_learns_and_round_trips(tmp_path):
+    # Real offline MiniLM, frozen, linear probe on clearly polar sentences.
+    positive = [
+        "a wonderful, moving film",
+        "brilliant acting and a great story",
+        "i loved every minute of it",
+        "funny, warm and beautifully made",
+    ]
+    negative = [
+        "a dull, boring mess",
+        "terrible acting and a stupid plot",
+        "i hated every minute of it",
+        "tedious, ugly and badly made",
+    ]
+    texts = np.array(positive + negative)
+    labels = np.array([1] * 4 + [0] * 4)
+    model = tfl.TextClassifier(
+        tfl.text.load_bert_backbone(tfl.text.MINILM),
+        num_classes=2,
+        preprocessor=tfl.text.bert_preprocessor(tfl.text.MINILM, sequence_length=16),
+    )
+    tfl.freeze(model)
+    model.compile(optimizer=keras.optimizers.Adam(0.05))
+    model.fit(texts, labels, epochs=15, batch_size=8, verbose=0)
+    unseen = np.array(["what a great, lovely movie", "an awful, boring film"])
+    assert model.predict(unseen, verbose=0).argmax(-1).tolist() == [1, 0]
+    assert_keras_round_trip(model, unseen, tmp_path, atol=1e-5)

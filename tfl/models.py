@@ -151,7 +151,7 @@ class ImageClassifier(_TransferTask):
         preprocessor: optional callable applied to the inputs inside `fit`/`predict`.
 
     Example:
-    >>> base = ImageBackbone("mobilenet_v3_small", input_shape=(32, 32, 3))
+    >>> base = ImageBackbone("mobilenet_v3_small", (32, 32, 3), weights=None)
     >>> model = ImageClassifier(base, num_classes=3)
     >>> model.predict(np.zeros((2, 32, 32, 3)), verbose=0).shape
     (2, 3)
@@ -355,7 +355,7 @@ class MultiTaskModel(_TransferTask):
         text_pooling: pooling of a text base.
 
     Example:
-    >>> base = ImageBackbone("mobilenet_v3_small", input_shape=(32, 32, 3))
+    >>> base = ImageBackbone("mobilenet_v3_small", (32, 32, 3), weights=None)
     >>> model = MultiTaskModel(base, {"digit": ClassificationHead(10), "size": RegressionHead(1)})
     >>> sorted(model.predict(np.zeros((2, 32, 32, 3)), verbose=0))
     ['digit', 'size']
