@@ -1,3 +1,5 @@
+import warnings
+
 import keras
 import numpy as np
 import pytest
@@ -85,6 +87,19 @@ def test_text_classifier_on_raw_strings_and_round_trip(tmp_path):
     np.testing.assert_allclose(probs.sum(-1), 1.0, atol=1e-5)
     restored = assert_keras_round_trip(model, TEXTS, tmp_path)
     assert restored.pooling == "mean"
+
+
+def test_unfrozen_text_base_with_mean_pooling_trains_without_gradient_warnings():
+    model = tfl.TextClassifier(
+        tiny_bert(), num_classes=2, preprocessor=tiny_bert_preprocessor(), pooling="mean"
+    )
+    tfl.unfreeze(model, top_n="all")
+    model.compile()
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message="Gradients do not exist")
+        model.fit(TEXTS, TEXT_LABELS, epochs=1, verbose=0)
+    assert tfl.trainable_groups(model)["layer_0"] > 0
+    assert not model.backbone.get_layer("pooled_dense").trainable_weights
 
 
 def test_text_classifier_pooled_and_bad_pooling():

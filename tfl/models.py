@@ -71,6 +71,19 @@ def base_features(backbone: keras.Model, text_pooling: str = "mean", name: str |
     )
 
 
+def _unused_layers(bases, text_pooling: str) -> list[keras.layers.Layer]:
+    """Base layers a task's graph never uses: BERT's pooler under mean pooling."""
+    if text_pooling != "mean":
+        return []
+    return [
+        layer
+        for b in bases
+        if _is_text_backbone(b)
+        for layer in b.layers
+        if layer.name == "pooled_dense"
+    ]
+
+
 def _bases_are_frozen(bases) -> bool:
     return not any(b.trainable_weights for b in bases)
 
@@ -100,6 +113,10 @@ class _TransferTask(keras_hub.models.Task):
             metrics: `"auto"` (the head's default metrics), or any value Keras accepts.
             **kwargs: passed to `keras.Model.compile`.
         """
+        # Weights outside the graph (BERT's pooler under mean pooling) get no gradient; keep
+        # them frozen so Keras does not warn about them at every step.
+        for layer in _unused_layers(self._bases(), getattr(self, "_text_pooling", None)):
+            layer.trainable = False
         if optimizer == "auto":
             optimizer = keras.optimizers.Adam(self._default_learning_rate())
         heads = self._heads()
@@ -215,6 +232,7 @@ class TextClassifier(_TransferTask):
         self.head = get_head(head, num_classes)
 
         # === Functional Model ===
+        self._text_pooling = pooling
         inputs, features = base_features(backbone, text_pooling=pooling)
         outputs = self.head(features)
         super().__init__(inputs=inputs, outputs=outputs, **kwargs)
@@ -280,6 +298,7 @@ class FusionClassifier(_TransferTask):
         self.head = get_head(head, num_classes)
 
         # === Functional Model ===
+        self._text_pooling = text_pooling
         shared = all(isinstance(b, ImageBackbone) for b in backbones) and (
             len({tuple(b.input.shape) for b in backbones}) == 1
         )
@@ -376,6 +395,7 @@ class MultiTaskModel(_TransferTask):
         self.heads = dict(heads)
 
         # === Functional Model ===
+        self._text_pooling = text_pooling
         inputs, features = base_features(backbone, text_pooling)
         outputs = {
             name: keras.layers.Identity(name=name)(head(features)) for name, head in heads.items()
