@@ -17,24 +17,23 @@ import time
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 
 
-def _positive_int(value: str) -> int:
-    try:
-        number = int(value)
-    except ValueError:
-        number = 0
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, received {value!r}")
-    return number
+def _int_at_least(minimum: int):
+    """An argparse type: an integer >= minimum, with a message naming the bad value."""
+    words = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
+
+    def parse(value: str) -> int:
+        try:
+            number = int(value)
+        except ValueError:
+            number = minimum - 1
+        if number < minimum:
+            raise argparse.ArgumentTypeError(f"expected {words}, received {value!r}")
+        return number
+
+    return parse
 
 
-def _non_negative_int(value: str) -> int:
-    try:
-        number = int(value)
-    except ValueError:
-        number = -1
-    if number < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, received {value!r}")
-    return number
+_positive_int, _non_negative_int = _int_at_least(1), _int_at_least(0)
 
 
 def _parser() -> argparse.ArgumentParser:

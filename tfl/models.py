@@ -133,6 +133,18 @@ class _TransferTask(keras_hub.models.Task):
         super().compile(optimizer=optimizer, loss=loss, metrics=metrics, **kwargs)
         self._fit_trainable = None
 
+    def get_config(self):
+        config = super().get_config()
+        if isinstance(getattr(self, "head", None), Head):
+            config["head"] = keras.layers.serialize(self.head)
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        if isinstance(config.get("head"), dict):
+            config["head"] = keras.layers.deserialize(config["head"])
+        return super().from_config(config)
+
     def _trainable_fingerprint(self) -> tuple:
         return tuple(id(v) for v in self.trainable_variables)
 
@@ -190,16 +202,6 @@ class ImageClassifier(_TransferTask):
         # === Config ===
         self.num_classes = self.head.units
 
-    def get_config(self):
-        config = super().get_config()
-        config.update(head=keras.layers.serialize(self.head))
-        return config
-
-    @classmethod
-    def from_config(cls, config):
-        config["head"] = keras.layers.deserialize(config["head"])
-        return super().from_config(config)
-
 
 @keras.saving.register_keras_serializable(package="tfl")
 class TextClassifier(_TransferTask):
@@ -243,13 +245,8 @@ class TextClassifier(_TransferTask):
 
     def get_config(self):
         config = super().get_config()
-        config.update(head=keras.layers.serialize(self.head), pooling=self.pooling)
+        config.update(pooling=self.pooling)
         return config
-
-    @classmethod
-    def from_config(cls, config):
-        config["head"] = keras.layers.deserialize(config["head"])
-        return super().from_config(config)
 
 
 FUSIONS = ("concat", "add", "multiply", "projection")
@@ -347,7 +344,6 @@ class FusionClassifier(_TransferTask):
         del config["backbone"]
         config.update(
             backbones=[keras.layers.serialize(b) for b in self.backbones],
-            head=keras.layers.serialize(self.head),
             fusion=self.fusion,
             projection_dim=self.projection_dim,
             text_pooling=self.text_pooling,
@@ -357,7 +353,6 @@ class FusionClassifier(_TransferTask):
     @classmethod
     def from_config(cls, config):
         config["backbones"] = [keras.layers.deserialize(b) for b in config["backbones"]]
-        config["head"] = keras.layers.deserialize(config["head"])
         return super().from_config(config)
 
 
