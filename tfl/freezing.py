@@ -152,32 +152,30 @@ def unfreeze(
             for layer in layers:
                 if id(layer) not in chosen_layers:
                     layer.trainable = False
-        for layer in _walk(base):
+        for layer in base._flatten_layers(include_self=False, recursive=True):
             if isinstance(layer, keras.layers.BatchNormalization) and not train_batchnorm:
                 layer.trainable = False
     return model
-
-
-def _walk(layer: keras.layers.Layer):
-    yield from layer._flatten_layers(include_self=False, recursive=True)
 
 
 def _count(weights) -> int:
     return int(sum(np.prod(w.shape) for w in weights))
 
 
+def _group_rows(bases: list[keras.Model]):
+    """`(base, group name, trainable params, total params)` for each block group of each base."""
+    for base in bases:
+        for name, layers in block_groups(base).items():
+            total = _count(w for lay in layers for w in lay.weights)
+            train = _count(w for lay in layers for w in lay.trainable_weights)
+            yield base, name, train if base.trainable else 0, total
+
+
 def trainable_groups(model: keras.Model) -> dict[str, int]:
     """Trainable parameter count per block group (summed over the model's bases)."""
     counts: dict[str, int] = {}
-    for base in bases_of(model):
-        if not base.trainable:
-            for name in block_groups(base):
-                counts.setdefault(name, 0)
-            continue
-        for name, layers in block_groups(base).items():
-            counts[name] = counts.get(name, 0) + sum(
-                _count(lay.trainable_weights) for lay in layers
-            )
+    for _, name, train, _ in _group_rows(bases_of(model)):
+        counts[name] = counts.get(name, 0) + train
     return counts
 
 
@@ -189,17 +187,13 @@ def trainable_summary(model: keras.Model) -> str:
     >>> print(trainable_summary(freeze(model)).splitlines()[0])
     group          trainable / total params
     """
-    rows = []
-    base_ids = set()
-    for base in bases_of(model):
-        for name, layers in block_groups(base).items():
-            total = _count(w for lay in layers for w in lay.weights)
-            train = (
-                _count(w for lay in layers for w in lay.trainable_weights) if base.trainable else 0
-            )
-            rows.append((f"{base.name}/{name}" if len(bases_of(model)) > 1 else name, train, total))
-        base_ids |= {id(w) for w in base.weights}
-    if model not in bases_of(model):
+    bases = bases_of(model)
+    rows = [
+        (f"{base.name}/{name}" if len(bases) > 1 else name, train, total)
+        for base, name, train, total in _group_rows(bases)
+    ]
+    base_ids = {id(w) for base in bases for w in base.weights}
+    if model not in bases:
         rest = [w for w in model.weights if id(w) not in base_ids]
         rest_train = [w for w in model.trainable_weights if id(w) not in base_ids]
         rows.append(("head", _count(rest_train), _count(rest)))
