@@ -1,0 +1,259 @@
+"""Phases, presets and the phase runner: what trains when, epochs, histories, resuming."""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import keras
+import numpy as np
+import pytest
+
+import tfl
+from tests.helpers import images, tiny_image_base
+from tfl.schedules import Phase, fit_phases, gradual_unfreezing, two_phase
+
+LABELS = np.array([0, 1, 2, 0, 1, 2, 0, 1, 2, 0, 1, 2, 0, 1, 2, 0])
+
+
+def _model():
+    return tfl.ImageClassifier(tiny_image_base(), num_classes=3)
+
+
+class _Snapshots(keras.callbacks.Callback):
+    """Records every variable at the start and end of each fit (one per phase)."""
+
+    def __init__(self):
+        super().__init__()
+        self.begin, self.end, self.trainable = [], [], []
+
+    def _values(self):
+        return {id(v): np.array(v) for v in self.model.variables}
+
+    def on_train_begin(self, logs=None):
+        self.begin.append(self._values())
+        self.trainable.append(tfl.trainable_groups(self.model))
+
+    def on_train_end(self, logs=None):
+        self.end.append(self._values())
+
+
+def _changed(model, before, after, variables):
+    return [v.path for v in variables if not np.array_equal(before[id(v)], after[id(v)])]
+
+
+def _is_batchnorm(v, model):
+    layers = {
+        id(w)
+        for layer in model.backbone._flatten_layers(include_self=False)
+        if isinstance(layer, keras.layers.BatchNormalization)
+        for w in layer.weights
+    }
+    return id(v) in layers
+
+
+def test_two_phase_moves_head_then_base_and_never_batchnorm():
+    model = _model()
+    snaps = _Snapshots()
+    history = fit_phases(
+        model,
+        two_phase(head_epochs=2, finetune_epochs=2, finetune_learning_rate=1e-3),
+        images(16),
+        LABELS,
+        batch_size=8,
+        callbacks=[snaps],
+        verbose=0,
+    )
+    base_vars = model.backbone.weights
+    head_vars = model.head.weights
+    # Phase 1: only the head moved; every base weight (BatchNorm statistics included) is intact.
+    assert _changed(model, snaps.begin[0], snaps.end[0], base_vars) == []
+    assert len(_changed(model, snaps.begin[0], snaps.end[0], head_vars)) == len(head_vars)
+    # Phase 2: the base's convolutions moved; BatchNorm scale/offset and statistics did not.
+    bn = [v for v in base_vars if _is_batchnorm(v, model)]
+    convs = [v for v in base_vars if not _is_batchnorm(v, model)]
+    assert bn and _changed(model, snaps.begin[1], snaps.end[1], bn) == []
+    assert len(_changed(model, snaps.begin[1], snaps.end[1], convs)) > 0.9 * len(convs)
+    # One merged history: epochs continue, a phase column, the learning rate per epoch.
+    assert history.epoch == [0, 1, 2, 3]
+    assert history.history["phase"] == [0, 0, 1, 1]
+    assert [p["name"] for p in history.phases] == ["head", "finetune"]
+    assert history.phases[1] == {"name": "finetune", "start_epoch": 2, "end_epoch": 4}
+    assert history.history["learning_rate"][:2] == pytest.approx([1e-3, 1e-3])
+    assert len(history.history["loss"]) == 4
+
+
+def test_gradual_unfreezing_opens_one_group_per_phase():
+    model = _model()
+    snaps = _Snapshots()
+    groups = list(tfl.block_groups(model.backbone))
+    blocks = [g for g in groups if g != "top"]
+    fit_phases(
+        model,
+        gradual_unfreezing(num_blocks=3, epochs_per_phase=1, learning_rate=1e-3),
+        images(16),
+        LABELS,
+        batch_size=8,
+        callbacks=[snaps],
+        verbose=0,
+    )
+    opened = [{g for g, n in counts.items() if n} for counts in snaps.trainable]
+    assert opened[0] == set()
+    assert opened[1] == {blocks[-1], "top"}
+    assert opened[2] == {blocks[-1], blocks[-2], "top"}
+    assert opened[3] == {blocks[-1], blocks[-2], blocks[-3], "top"}
+    # What trained in each phase is exactly what was open: frozen groups kept their weights.
+    named = tfl.block_groups(model.backbone)
+    for k in range(4):
+        for group, layers in named.items():
+            weights = [w for layer in layers for w in layer.weights if not _is_batchnorm(w, model)]
+            moved = _changed(model, snaps.begin[k], snaps.end[k], weights)
+            if group in opened[k]:
+                assert moved, (k, group)
+            else:
+                assert moved == [], (k, group)
+
+
+def test_schedule_with_warmup_sets_the_learning_rate_each_epoch():
+    model = _model()
+    phases = [Phase(4, trainable=None, learning_rate=1e-2, schedule="linear", warmup=0.5)]
+    history = fit_phases(model, phases, images(16), LABELS, batch_size=8, verbose=0)
+    # 2 steps per epoch, 8 steps in all: warm up to 1e-2 over 4 steps, then decay to 0.
+    # The logged rate is the schedule's value at the optimizer's step count after each epoch.
+    expected = [0.5e-2, 1e-2, 0.5e-2, 0.0]
+    np.testing.assert_allclose(history.history["learning_rate"], expected, atol=1e-9)
+
+
+def test_feature_extraction_never_trains_the_base():
+    model = _model()
+    before = [np.array(w) for w in model.backbone.weights]
+    fit_phases(model, tfl.feature_extraction(2), images(16), LABELS, batch_size=8, verbose=0)
+    assert all(
+        np.array_equal(a, np.array(b)) for a, b in zip(before, model.backbone.weights, strict=True)
+    )
+
+
+def test_partial_trains_only_the_top_blocks():
+    model = _model()
+    snaps = _Snapshots()
+    fit_phases(
+        model,
+        tfl.partial(top_n=1, head_epochs=1, finetune_epochs=1),
+        images(16),
+        LABELS,
+        batch_size=8,
+        callbacks=[snaps],
+        verbose=0,
+    )
+    assert {g for g, n in snaps.trainable[1].items() if n} == {
+        list(tfl.block_groups(model.backbone))[-2],
+        "top",
+    }
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"epochs": 0}, "epochs=0"),
+        ({"epochs": 1, "warmup": 1.5}, "warmup=1.5"),
+        ({"epochs": 1, "schedule": "step"}, "schedule='step'"),
+        ({"epochs": 1, "learning_rate": -1.0}, "learning_rate=-1.0"),
+        ({"epochs": 1, "layer_decay": 2.0}, "layer_decay=2.0"),
+        ({"epochs": 1, "trainable": -1}, "trainable=-1"),
+        ({"epochs": 1, "label_smoothing": 1.0}, "label_smoothing=1.0"),
+    ],
+)
+def test_bad_phase_names_the_value(kwargs, message):
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(".", r"\.")):
+        Phase(**kwargs)
+
+
+def test_fit_phases_rejects_a_model_without_a_base():
+    inputs = keras.Input((3,))
+    model = keras.Model(inputs, keras.layers.Dense(2)(inputs))
+    model.compile(loss="mse")
+    with pytest.raises(ValueError, match="pretrained base"):
+        fit_phases(model, tfl.feature_extraction(1), np.zeros((4, 3)), np.zeros((4, 2)))
+
+
+def test_schedule_without_known_steps_asks_for_steps_per_epoch():
+    import tensorflow as tf
+
+    data = tf.data.Dataset.from_tensor_slices((images(16), LABELS)).batch(8)
+    data = data.filter(lambda x, y: True)  # unknown cardinality
+    model = _model()
+    with pytest.raises(ValueError, match="steps_per_epoch"):
+        fit_phases(model, [Phase(1, schedule="cosine")], data, verbose=0)
+
+
+RESUME_SCRIPT = textwrap.dedent(
+    """
+    import os, signal, sys
+    os.environ["KERAS_BACKEND"] = "tensorflow"
+    import keras, numpy as np, tensorflow as tf
+    sys.path.insert(0, {root!r})
+    import tfl
+    from tfl.callbacks import standard_callbacks
+    from tests.helpers import images, tiny_image_base
+
+    keras.utils.set_random_seed(0)
+    tf.config.experimental.enable_op_determinism()
+    run_dir, kill_at, out = sys.argv[1], sys.argv[2], sys.argv[3]
+
+    class Kill(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            self.epoch = epoch
+        def on_train_batch_end(self, batch, logs=None):
+            if kill_at == f"{{self.epoch}}:{{batch}}":
+                os.kill(os.getpid(), signal.SIGKILL)
+
+    x = images(16)
+    y = np.arange(16) % 3
+    model = tfl.ImageClassifier(tiny_image_base(), num_classes=3)
+    callbacks = standard_callbacks(run_dir, monitor="loss", tensorboard=False, verbose=0)
+    history = tfl.fit_phases(
+        model, tfl.two_phase(2, 3, finetune_learning_rate=1e-3), x, y, batch_size=4,
+        callbacks=callbacks + [Kill()], verbose=0,
+    )
+    np.savez(out, *[np.array(w) for w in model.weights])
+    print("EPOCHS", history.epoch, "PHASES", history.history["phase"])
+    """
+)
+
+
+def _run(script, run_dir, kill_at, out):
+    return subprocess.run(
+        [sys.executable, script, str(run_dir), kill_at, str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_in_the_right_phase_and_ends_with_the_same_weights(tmp_path):
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    script = tmp_path / "run.py"
+    script.write_text(RESUME_SCRIPT.format(root=root))
+
+    straight = _run(script, tmp_path / "straight", "never", tmp_path / "straight.npz")
+    assert straight.returncode == 0, straight.stderr[-3000:]
+
+    run_dir = tmp_path / "killed"
+    first = _run(script, run_dir, "1:2", tmp_path / "x.npz")  # SIGKILL mid-epoch, phase 1
+    assert first.returncode == -9, first.stderr[-3000:]
+    second = _run(script, run_dir, "3:1", tmp_path / "x.npz")  # resumes; SIGKILL in phase 2
+    assert second.returncode == -9, second.stderr[-3000:]
+    third = _run(script, run_dir, "never", tmp_path / "resumed.npz")
+    assert third.returncode == 0, third.stderr[-3000:]
+    assert "EPOCHS [0, 1, 2, 3, 4] PHASES [0, 0, 1, 1, 1]" in third.stdout
+
+    expected = np.load(tmp_path / "straight.npz")
+    got = np.load(tmp_path / "resumed.npz")
+    assert len(expected.files) == len(got.files)
+    for key in expected.files:
+        np.testing.assert_allclose(got[key], expected[key], rtol=1e-5, atol=1e-6)
+    # Every epoch is logged once in the run's CSV, with its phase.
+    rows = (run_dir / "history.csv").read_text().strip().splitlines()
+    epochs = [int(r.split(",")[0]) for r in rows[1:]]
+    assert sorted(set(epochs)) == [0, 1, 2, 3, 4]
