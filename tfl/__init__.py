@@ -35,6 +35,16 @@ from tfl.models import (  # noqa: E402
     MultiTaskModel,
     TextClassifier,
 )
+from tfl.schedules import (  # noqa: E402
+    Phase,
+    PhaseHistory,
+    feature_extraction,
+    fine_tune,
+    fit_phases,
+    gradual_unfreezing,
+    partial,
+    two_phase,
+)
 from tfl.version import __version__  # noqa: E402
 
 __all__ = [
@@ -47,6 +57,8 @@ __all__ = [
     "MLPHead",
     "MultiLabelHead",
     "MultiTaskModel",
+    "Phase",
+    "PhaseHistory",
     "RecompileWarning",
     "RegressionHead",
     "SVMHead",
@@ -54,6 +66,12 @@ __all__ = [
     "TextClassifier",
     "__version__",
     "block_groups",
+    "feature_extraction",
+    "fine_tune",
+    "fit_phases",
+    "gradual_unfreezing",
+    "partial",
+    "two_phase",
     "freeze",
     "get_spec",
     "list_backbones",

@@ -103,7 +103,9 @@ class _TransferTask(keras_hub.models.Task):
             return 1e-3
         return 5e-5 if any(_is_text_backbone(b) for b in bases) else 1e-4
 
-    def compile(self, optimizer="auto", loss="auto", *, metrics="auto", **kwargs):
+    def compile(
+        self, optimizer="auto", loss="auto", *, metrics="auto", label_smoothing=0.0, **kwargs
+    ):
         """`keras.Model.compile` with defaults from the head(s) and the base's state.
 
         Args:
@@ -111,6 +113,8 @@ class _TransferTask(keras_hub.models.Task):
                 any base weight is trainable), or any value Keras accepts.
             loss: `"auto"` (the head's default loss), or any value Keras accepts.
             metrics: `"auto"` (the head's default metrics), or any value Keras accepts.
+            label_smoothing: label smoothing of the `"auto"` loss (classification and
+                multi-label heads), in [0, 1).
             **kwargs: passed to `keras.Model.compile`.
         """
         # Weights outside the graph (BERT's pooler under mean pooling) get no gradient; keep
@@ -121,10 +125,16 @@ class _TransferTask(keras_hub.models.Task):
             optimizer = keras.optimizers.Adam(self._default_learning_rate())
         heads = self._heads()
         if loss == "auto":
+            smoothing = {"label_smoothing": label_smoothing} if label_smoothing else {}
             if isinstance(heads, dict):
-                loss = {k: h.default_loss() for k, h in heads.items()}
+                loss = {k: h.default_loss(**smoothing) for k, h in heads.items()}
             else:
-                loss = heads.default_loss()
+                loss = heads.default_loss(**smoothing)
+        elif label_smoothing:
+            raise ValueError(
+                f"Received label_smoothing={label_smoothing!r} with loss={loss!r}: it applies to "
+                "the head's default loss (loss='auto'); set it on your own loss instead."
+            )
         if metrics == "auto":
             if isinstance(heads, dict):
                 metrics = {k: h.default_metrics() for k, h in heads.items()}
