@@ -68,3 +68,84 @@ def test_get_head_errors_name_the_value():
         tfl.Head(0)
     with pytest.raises(ValueError, match="dropout=1.5"):
         tfl.ClassificationHead(3, dropout=1.5)
+
+
+@pytest.mark.parametrize("eps", [0.1, 0.3])
+@pytest.mark.parametrize("from_logits", [False, True])
+def test_smoothed_sparse_crossentropy_matches_keras_on_one_hot_labels(eps, from_logits):
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 4, size=8)
+    scores = rng.normal(size=(8, 4)).astype("float32")
+    y_pred = scores if from_logits else keras.ops.softmax(scores).numpy()
+    expected = keras.losses.CategoricalCrossentropy(label_smoothing=eps, from_logits=from_logits)(
+        np.eye(4)[labels], y_pred
+    )
+    loss = tfl.heads.SmoothedSparseCategoricalCrossentropy(eps, from_logits=from_logits)
+    np.testing.assert_allclose(loss(labels, y_pred), expected, rtol=1e-6)
+    np.testing.assert_allclose(loss(labels[:, None], y_pred), expected, rtol=1e-6)  # (batch, 1)
+
+
+def test_smoothed_sparse_crossentropy_hand_computation_and_config():
+    loss = tfl.heads.SmoothedSparseCategoricalCrossentropy(label_smoothing=0.3)
+    # K=3, label 1: targets (0.1, 0.8, 0.1) against predictions (0.2, 0.5, 0.3).
+    expected = -(0.1 * np.log(0.2) + 0.8 * np.log(0.5) + 0.1 * np.log(0.3))
+    got = loss(np.array([1]), np.array([[0.2, 0.5, 0.3]], "float32"))
+    np.testing.assert_allclose(got, expected, rtol=1e-6)
+    clone = keras.losses.deserialize(keras.losses.serialize(loss))
+    assert type(clone) is type(loss) and clone.get_config() == loss.get_config()
+
+
+def test_default_loss_label_smoothing_per_head():
+    # epsilon = 0 keeps the previous losses exactly.
+    plain = tfl.ClassificationHead(3).default_loss()
+    assert type(plain) is keras.losses.SparseCategoricalCrossentropy
+    assert plain.get_config() == tfl.ClassificationHead(3).default_loss(0.0).get_config()
+    assert type(tfl.MultiLabelHead(3).default_loss()) is keras.losses.BinaryCrossentropy
+
+    for head in (tfl.ClassificationHead(3), tfl.MLPHead(3)):
+        loss = head.default_loss(label_smoothing=0.2)
+        assert isinstance(loss, tfl.heads.SmoothedSparseCategoricalCrossentropy)
+        assert loss.label_smoothing == 0.2 and not loss.from_logits
+    assert tfl.ClassificationHead(3, activation=None).default_loss(0.2).from_logits
+
+    multi = tfl.MultiLabelHead(3).default_loss(label_smoothing=0.2)
+    # Binary targets (0, 1) become (0.1, 0.9): equal to the unsmoothed loss on those targets.
+    y, p = np.array([[0.0, 1.0, 1.0]]), np.array([[0.3, 0.6, 0.9]], "float32")
+    unsmoothed = keras.losses.BinaryCrossentropy()(np.array([[0.1, 0.9, 0.9]]), p)
+    np.testing.assert_allclose(multi(y, p), unsmoothed, rtol=1e-6)
+
+
+def test_label_smoothing_errors_name_head_and_value():
+    for head in (tfl.RegressionHead(1), tfl.SVMHead(3), tfl.Head(2)):
+        with pytest.raises(ValueError, match=f"{type(head).__name__}.*for classification"):
+            head.default_loss(label_smoothing=0.1)
+        assert head.default_loss(label_smoothing=0.0) is not None
+    for bad in (-0.1, 1.0, "0.1"):
+        with pytest.raises(ValueError, match=r"label_smoothing=.*expected a number in \[0, 1\)"):
+            tfl.ClassificationHead(3).default_loss(label_smoothing=bad)
+    with pytest.raises(ValueError, match="label_smoothing=1.5"):
+        tfl.MultiLabelHead(3).default_loss(label_smoothing=1.5)
+
+
+def test_classifier_trains_with_smoothed_loss_and_saves(tmp_path):
+    rng = np.random.default_rng(0)
+    centers = rng.normal(size=(3, 8)) * 4
+    labels = np.repeat(np.arange(3), 20)
+    x = (centers[labels] + rng.normal(size=(60, 8))).astype("float32")
+    inputs = keras.Input((8,))
+    head = tfl.ClassificationHead(3)
+    model = keras.Model(inputs, head(inputs))
+    model.compile(keras.optimizers.Adam(0.05), loss=head.default_loss(label_smoothing=0.2))
+    model.fit(x, labels, epochs=30, batch_size=20, verbose=0)
+    probs = model.predict(x, verbose=0)
+    assert (probs.argmax(-1) == labels).mean() > 0.95
+    # Smoothing keeps the model from full confidence: the optimum puts 1 - 0.2 + 0.2/3 on
+    # the true class.
+    assert probs.max() < 0.95
+    path = str(tmp_path / "smoothed.keras")
+    model.save(path)
+    restored = keras.saving.load_model(path)
+    assert isinstance(restored.loss, tfl.heads.SmoothedSparseCategoricalCrossentropy)
+    np.testing.assert_allclose(
+        restored.evaluate(x, labels, verbose=0), model.evaluate(x, labels, verbose=0), rtol=1e-5
+    )

@@ -7,10 +7,80 @@ in float32 (stable losses under mixed precision).
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Sequence
 
 import keras
 from keras import ops
+
+
+def _check_label_smoothing(value) -> float:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, numbers.Real)
+        or not 0.0 <= float(value) < 1.0
+    ):
+        raise ValueError(f"Received label_smoothing={value!r}; expected a number in [0, 1).")
+    return float(value)
+
+
+def _no_label_smoothing(head: Head, label_smoothing) -> None:
+    if _check_label_smoothing(label_smoothing):
+        raise ValueError(
+            f"Received label_smoothing={label_smoothing!r} for a {type(head).__name__}; label "
+            "smoothing is for classification heads (ClassificationHead, MLPHead, "
+            "MultiLabelHead). Use label_smoothing=0.0."
+        )
+
+
+@keras.saving.register_keras_serializable(package="tfl")
+class SmoothedSparseCategoricalCrossentropy(keras.losses.Loss):
+    """Cross-entropy for integer labels against smoothed targets (1 − ε)·onehot + ε/K.
+
+    Keras' `SparseCategoricalCrossentropy` has no `label_smoothing`; this is
+    `CategoricalCrossentropy(label_smoothing=ε)` on the one-hot encoding of integer labels
+    (labels of shape `(batch,)` or `(batch, 1)`), without materialising one-hot targets
+    in the data pipeline. K is the number of classes (the last axis of the predictions).
+
+    Args:
+        label_smoothing: ε in [0, 1); 0.1 (Szegedy et al., Inception-v3) by default.
+        from_logits: whether the predictions are logits (True) or probabilities (False,
+            what `ClassificationHead` outputs).
+        name, reduction, dtype: as for any `keras.losses.Loss`.
+
+    Example:
+    >>> from tfl.heads import SmoothedSparseCategoricalCrossentropy
+    >>> loss = SmoothedSparseCategoricalCrossentropy(label_smoothing=0.2)
+    >>> # target (0.9, 0.1) against prediction (0.5, 0.5): -(0.9 + 0.1)·log 0.5 = log 2
+    >>> round(float(loss(np.array([0]), np.array([[0.5, 0.5]]))), 4)
+    0.6931
+    """
+
+    def __init__(
+        self,
+        label_smoothing: float = 0.1,
+        from_logits: bool = False,
+        name: str = "smoothed_sparse_categorical_crossentropy",
+        **kwargs,
+    ):
+        super().__init__(name=name, **kwargs)
+        self.label_smoothing = _check_label_smoothing(label_smoothing)
+        self.from_logits = from_logits
+
+    def call(self, y_true, y_pred):
+        y_pred = ops.convert_to_tensor(y_pred)
+        y_true = ops.convert_to_tensor(y_true)
+        if len(y_true.shape) == len(y_pred.shape) and y_true.shape[-1] == 1:
+            y_true = ops.squeeze(y_true, axis=-1)
+        one_hot = ops.one_hot(ops.cast(y_true, "int32"), y_pred.shape[-1], dtype=y_pred.dtype)
+        return keras.losses.categorical_crossentropy(
+            one_hot, y_pred, from_logits=self.from_logits, label_smoothing=self.label_smoothing
+        )
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(label_smoothing=self.label_smoothing, from_logits=self.from_logits)
+        return config
 
 
 @keras.saving.register_keras_serializable(package="tfl")
@@ -88,8 +158,16 @@ class Head(keras.layers.Layer):
     def compute_output_shape(self, input_shape):
         return tuple(input_shape[:-1]) + (self.units,)
 
-    def default_loss(self) -> keras.losses.Loss:
-        """The loss `compile(loss="auto")` uses with this head."""
+    def default_loss(self, label_smoothing: float = 0.0) -> keras.losses.Loss:
+        """The loss `compile(loss="auto")` uses with this head.
+
+        Args:
+            label_smoothing: ε in [0, 1) for classification heads: targets become
+                (1 − ε)·onehot + ε/K (K classes) for single-label heads and
+                (1 − ε)·y + ε/2 for multi-label heads. Regression and SVM heads accept
+                only 0.0.
+        """
+        _no_label_smoothing(self, label_smoothing)
         return keras.losses.MeanSquaredError()
 
     def default_metrics(self) -> list:
@@ -116,6 +194,8 @@ class ClassificationHead(Head):
     Example:
     >>> ClassificationHead(10).default_loss().name
     'sparse_categorical_crossentropy'
+    >>> ClassificationHead(10).default_loss(label_smoothing=0.1).name
+    'smoothed_sparse_categorical_crossentropy'
     """
 
     def __init__(self, num_classes: int = None, activation="softmax", **kwargs):
@@ -126,8 +206,11 @@ class ClassificationHead(Head):
     def num_classes(self) -> int:
         return self.units
 
-    def default_loss(self):
-        return keras.losses.SparseCategoricalCrossentropy(from_logits=self.activation != "softmax")
+    def default_loss(self, label_smoothing=0.0):
+        from_logits = self.activation != "softmax"
+        if _check_label_smoothing(label_smoothing):
+            return SmoothedSparseCategoricalCrossentropy(label_smoothing, from_logits=from_logits)
+        return keras.losses.SparseCategoricalCrossentropy(from_logits=from_logits)
 
     def default_metrics(self):
         return [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
@@ -149,8 +232,11 @@ class MultiLabelHead(Head):
         units = kwargs.pop("units", num_labels)
         super().__init__(units=units, activation=activation, **kwargs)
 
-    def default_loss(self):
-        return keras.losses.BinaryCrossentropy(from_logits=self.activation != "sigmoid")
+    def default_loss(self, label_smoothing=0.0):
+        return keras.losses.BinaryCrossentropy(
+            from_logits=self.activation != "sigmoid",
+            label_smoothing=_check_label_smoothing(label_smoothing),
+        )
 
     def default_metrics(self):
         return [
@@ -167,7 +253,8 @@ class RegressionHead(Head):
         units = kwargs.pop("units", num_outputs)
         super().__init__(units=units, **kwargs)
 
-    def default_loss(self):
+    def default_loss(self, label_smoothing=0.0):
+        _no_label_smoothing(self, label_smoothing)
         return keras.losses.MeanSquaredError()
 
     def default_metrics(self):
@@ -215,7 +302,8 @@ class SVMHead(Head):
         super().__init__(units=units, activation=None, l2=l2, **kwargs)
         self.squared = squared
 
-    def default_loss(self):
+    def default_loss(self, label_smoothing=0.0):
+        _no_label_smoothing(self, label_smoothing)
         return SquaredHinge(self.units, squared=self.squared)
 
     def default_metrics(self):
