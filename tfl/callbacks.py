@@ -1,0 +1,685 @@
+"""The standard callback set for a run directory, and a linter for transfer-learning traps.
+
+`standard_callbacks(run_dir)` returns the usual Keras callbacks wired to one directory:
+`history.csv`, `backup/`, `best.keras` and `logs/` (TensorBoard). One list can serve every
+`fit` of a multi-phase fine-tune (fit the head; unfreeze; compile with a new optimizer;
+`fit(initial_epoch=...)`). What carries over between those fits:
+
+- `EarlyStopping` and `ReduceLROnPlateau` start afresh in every `fit` (Keras resets them in
+  `on_train_begin`): patience counts from the first epoch of the phase, an early stop ends
+  only that `fit`, and `restore_best_weights` restores the best epoch *of that phase*.
+- `ModelCheckpoint` keeps `best` across fits (Keras never resets it): `best.keras` is the
+  best model of the whole run, rewritten in a later phase only when that phase beats it. In a
+  new process (a killed run resumed), call `restore_checkpoint_best(callbacks, history_csv)`
+  first so the history of the earlier process still counts.
+- A learning rate reduced by `ReduceLROnPlateau` lives in that phase's optimizer; the next
+  phase compiles a new optimizer with its own rate. tfl's `ReduceLROnPlateau` stands aside
+  (with one warning per `fit`) when the rate is a `LearningRateSchedule`: the schedule wins.
+- `history.csv` gets its header once and one row per epoch of every phase (the epoch column
+  continues with `initial_epoch`), plus the `learning_rate` of each epoch. TensorBoard
+  appends events to the same `logs/`, with epoch steps that continue.
+- Keras's `BackupAndRestore` deletes its backup at the end of every `fit` that ends normally
+  (also by early stopping) and resumes a `fit` at the epoch it recorded, so a backup only
+  belongs to one phase: give each phase its own directory (as `tfl.schedules.fit_phases`
+  does).
+
+`lint(model, data)` checks a model (and one batch of its data) for the traps that make a
+fine-tune silently fail, and warns once per trap with the fix (`TransferWarning`).
+"""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import math
+import os
+import warnings
+import weakref
+from collections.abc import Sequence
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tfl.backbones import ImageBackbone
+from tfl.freezing import bases_of
+
+MODES = ("auto", "min", "max")
+
+# Fine-tuning learning-rate limits by optimizer (see `lint`). Adaptive optimizers (Adam,
+# AdamW, Nadam, RMSprop, Adamax, Adagrad, ...) use the default row; SGD steps are not
+# normalised, so it tolerates larger values; Lion's sign update is ~3-10x larger than Adam's
+# at the same rate (its paper), so its limit is lower.
+_LR_LIMITS = (
+    # (optimizer class, limit, suggested range, optimizer family for the message)
+    (keras.optimizers.SGD, 0.05, "1e-4 to 1e-2", "SGD"),
+    (keras.optimizers.Lion, 3e-4, "1e-6 to 3e-5", "Lion"),
+)
+_ADAPTIVE_LR_LIMIT = (None, 1e-3, "1e-5 to 1e-4", "an adaptive optimizer")
+# Steps at which a schedule is sampled to find its peak: densely at first (warm-up), then
+# geometrically up to 10k steps.
+_SCHEDULE_STEPS = np.unique(
+    np.concatenate([np.arange(100), np.geomspace(100, 10_000, 60).astype(int)])
+)
+# Rows of a data batch used by `lint` (enough to see ranges and BatchNorm updates).
+_LINT_ROWS = 8
+
+
+class TransferWarning(UserWarning):
+    """A transfer-learning trap: the message says what is wrong and how to fix it."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Callbacks
+
+
+class ReduceLROnPlateau(keras.callbacks.ReduceLROnPlateau):
+    """`keras.callbacks.ReduceLROnPlateau` that stands aside when the LR is a schedule.
+
+    Keras's callback assigns a float to `optimizer.learning_rate`, which raises a `TypeError`
+    when the optimizer was built with a `LearningRateSchedule` (or a callable). This subclass
+    acts exactly like Keras's with a constant learning rate; with a schedule it changes
+    nothing, warns once per `fit` (`TransferWarning`) and still logs the current rate as
+    `learning_rate`: the schedule wins. Its state (wait, best) restarts in every `fit`, and a
+    reduced rate stays with that fit's optimizer: a phase compiled with a new optimizer starts
+    from the new optimizer's own rate. The `learning_rate` logged for an epoch is the rate
+    that epoch trained with (a reduction at its end applies from the next epoch).
+
+    Args: as `keras.callbacks.ReduceLROnPlateau`.
+
+    Example:
+    >>> from tfl.callbacks import ReduceLROnPlateau
+    >>> model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
+    >>> model.compile(keras.optimizers.SGD(0.1), "mse")
+    >>> x, y = np.ones((4, 1)), np.zeros((4, 1))
+    >>> cb = ReduceLROnPlateau(monitor="loss", factor=0.5, patience=0, min_delta=1e9)
+    >>> h = model.fit(x, y, epochs=3, callbacks=[cb], verbose=0)
+    >>> [round(lr, 3) for lr in h.history["learning_rate"]]
+    [0.1, 0.1, 0.05]
+    """
+
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
+        self._stands_aside = _has_schedule(self.model.optimizer)
+        if self._stands_aside:
+            warnings.warn(
+                f"ReduceLROnPlateau(monitor={self.monitor!r}) leaves the learning rate of "
+                f"{self.model.name!r} alone in this fit: its optimizer follows a learning-rate "
+                "schedule, and the schedule wins. To reduce on plateaus instead, compile with "
+                "a constant learning rate.",
+                TransferWarning,
+                stacklevel=2,
+            )
+
+    def on_epoch_end(self, epoch, logs=None):
+        if not getattr(self, "_stands_aside", False):
+            super().on_epoch_end(epoch, logs)
+        elif logs is not None:
+            lr = _current_learning_rate(self.model.optimizer)
+            if lr is not None:
+                logs["learning_rate"] = lr
+
+
+class _HistoryCSVLogger(keras.callbacks.CSVLogger):
+    """A `CSVLogger` (append mode) for a run of several fits.
+
+    Differences from Keras's: the `learning_rate` of each epoch is a column, and a later fit
+    keeps the columns of the file's header (new metrics widen the header; old rows get "NA"),
+    so the rows of all phases stay aligned under one header.
+    """
+
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
+        self._header = _read_header(self.filename, self.sep) if self.append else None
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = dict(logs or {})
+        if "learning_rate" not in logs and self.model.optimizer is not None:
+            lr = _current_learning_rate(self.model.optimizer)
+            if lr is not None:
+                logs["learning_rate"] = lr
+        if self.keys is None:
+            keys = sorted(logs)
+            if not any(k.startswith("val_") for k in keys):
+                # As Keras: leave room for validation metrics (e.g. with validation_freq).
+                keys += [f"val_{k}" for k in keys if k != "learning_rate"]
+            if self._header:
+                known = self._header[1:]
+                new = [k for k in keys if k not in known]
+                if new:
+                    self._widen_header(self._header + new)
+                keys = known + new
+            self.keys = keys
+        super().on_epoch_end(epoch, logs)
+
+    def _widen_header(self, fieldnames: list[str]):
+        self.csv_file.close()
+        with open(self.filename, newline="") as f:
+            rows = list(csv.DictReader(f, delimiter=self.sep))
+        with open(self.filename, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames, restval="NA", delimiter=self.sep)
+            writer.writeheader()
+            writer.writerows(rows)
+        self.csv_file = open(self.filename, "a")  # noqa: SIM115 (closed in on_train_end)
+        self._header = fieldnames
+
+
+def _read_header(filename: str, sep: str) -> list[str] | None:
+    if not os.path.exists(filename):
+        return None
+    with open(filename, newline="") as f:
+        return next(csv.reader(f, delimiter=sep), None) or None
+
+
+def _check_int(name: str, value, minimum: int = 0):
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"Received {name}={value!r}; expected an integer >= {minimum}.")
+
+
+def standard_callbacks(
+    run_dir: str | os.PathLike,
+    monitor: str = "val_loss",
+    mode: str = "auto",
+    patience: int = 5,
+    reduce_lr_patience: int = 2,
+    reduce_lr_factor: float = 0.2,
+    min_lr: float = 1e-7,
+    checkpoint: bool = True,
+    early_stopping: bool = True,
+    reduce_lr: bool = True,
+    tensorboard: bool = True,
+    csv_log: bool = True,
+    backup: bool = True,
+    terminate_on_nan: bool = True,
+    verbose: int = 1,
+) -> list[keras.callbacks.Callback]:
+    """The usual callbacks of a fine-tuning run, writing into `run_dir` (created).
+
+    In this order: `TerminateOnNaN`; `CSVLogger(run_dir/history.csv, append=True)` (plus a
+    `learning_rate` column); `BackupAndRestore(run_dir/backup)`;
+    `ModelCheckpoint(run_dir/best.keras, monitor, save_best_only=True)` (a full model: reload
+    it with `keras.saving.load_model`); `EarlyStopping(monitor, patience,
+    restore_best_weights=True)`; `tfl.callbacks.ReduceLROnPlateau`; `TensorBoard(run_dir/logs)`.
+    Reuse the list for every phase of a run; see the module docstring for what carries over.
+
+    Args:
+        run_dir: the run's directory.
+        monitor: the quantity to watch, e.g. "val_loss" (needs validation data) or
+            "val_accuracy".
+        mode: "min", "max" or "auto" (losses and Keras metric names are resolved here;
+            other names by Keras from the compiled metrics).
+        patience: epochs without improvement before early stopping.
+        reduce_lr_patience: epochs without improvement before the learning rate is reduced;
+            keep it below `patience` so a reduction can happen before the stop.
+        reduce_lr_factor: the factor in (0, 1) that multiplies the learning rate.
+        min_lr: the learning rate is not reduced below this.
+        checkpoint, early_stopping, reduce_lr, tensorboard, csv_log, backup,
+            terminate_on_nan: include that callback. TensorBoard needs the `tensorboard`
+            package; without it, the list leaves TensorBoard out (with a warning).
+        verbose: verbosity of the checkpoint, early-stopping and reduction messages (0 or 1).
+
+    Returns:
+        The list of callbacks, to pass to `model.fit(callbacks=...)`.
+
+    Example:
+    >>> import tempfile
+    >>> from tfl.callbacks import standard_callbacks
+    >>> cbs = standard_callbacks(tempfile.mkdtemp(), tensorboard=False, verbose=0)
+    >>> [type(cb).__name__ for cb in cbs]  # doctest: +NORMALIZE_WHITESPACE
+    ['TerminateOnNaN', '_HistoryCSVLogger', 'BackupAndRestore', 'ModelCheckpoint',
+     'EarlyStopping', 'ReduceLROnPlateau']
+    """
+    if not isinstance(run_dir, (str, os.PathLike)) or not os.fspath(run_dir):
+        raise ValueError(f"Received run_dir={run_dir!r}; expected a directory path.")
+    if not isinstance(monitor, str) or not monitor:
+        raise ValueError(f"Received monitor={monitor!r}; expected a metric name, e.g. 'val_loss'.")
+    if mode not in MODES:
+        raise ValueError(f"Received mode={mode!r}; expected one of {MODES}.")
+    _check_int("patience", patience)
+    _check_int("reduce_lr_patience", reduce_lr_patience)
+    if isinstance(reduce_lr_factor, bool) or not (
+        isinstance(reduce_lr_factor, (int, float)) and 0 < reduce_lr_factor < 1
+    ):
+        raise ValueError(
+            f"Received reduce_lr_factor={reduce_lr_factor!r}; expected a number in (0, 1)."
+        )
+    if isinstance(min_lr, bool) or not (isinstance(min_lr, (int, float)) and min_lr >= 0):
+        raise ValueError(f"Received min_lr={min_lr!r}; expected a number >= 0.")
+    flags = dict(
+        checkpoint=checkpoint,
+        early_stopping=early_stopping,
+        reduce_lr=reduce_lr,
+        tensorboard=tensorboard,
+        csv_log=csv_log,
+        backup=backup,
+        terminate_on_nan=terminate_on_nan,
+    )
+    for name, value in flags.items():
+        if not isinstance(value, bool):
+            raise ValueError(f"Received {name}={value!r}; expected True or False.")
+    if verbose not in (0, 1):
+        raise ValueError(f"Received verbose={verbose!r}; expected 0 or 1.")
+
+    run_dir = os.fspath(run_dir)
+    os.makedirs(run_dir, exist_ok=True)
+    mode = _direction(monitor, mode) or "auto"
+    callbacks: list[keras.callbacks.Callback] = []
+    if terminate_on_nan:
+        callbacks.append(keras.callbacks.TerminateOnNaN())
+    if csv_log:
+        callbacks.append(_HistoryCSVLogger(os.path.join(run_dir, "history.csv"), append=True))
+    if backup:
+        callbacks.append(keras.callbacks.BackupAndRestore(os.path.join(run_dir, "backup")))
+    if checkpoint:
+        callbacks.append(
+            keras.callbacks.ModelCheckpoint(
+                os.path.join(run_dir, "best.keras"),
+                monitor=monitor,
+                mode=mode,
+                save_best_only=True,
+                verbose=verbose,
+            )
+        )
+    if early_stopping:
+        callbacks.append(
+            keras.callbacks.EarlyStopping(
+                monitor=monitor,
+                mode=mode,
+                patience=patience,
+                restore_best_weights=True,
+                verbose=verbose,
+            )
+        )
+    if reduce_lr:
+        callbacks.append(
+            ReduceLROnPlateau(
+                monitor=monitor,
+                mode=mode,
+                factor=reduce_lr_factor,
+                patience=reduce_lr_patience,
+                min_lr=min_lr,
+                verbose=verbose,
+            )
+        )
+    if tensorboard and not _has_tensorboard():
+        warnings.warn(
+            "TensorBoard logs need the tensorboard package (pip install tensorboard): "
+            "standard_callbacks leaves TensorBoard out. Pass tensorboard=False to silence this.",
+            stacklevel=2,
+        )
+    elif tensorboard:
+        callbacks.append(keras.callbacks.TensorBoard(os.path.join(run_dir, "logs")))
+    return callbacks
+
+
+def _has_tensorboard() -> bool:
+    return importlib.util.find_spec("tensorboard") is not None
+
+
+def _direction(monitor: str, mode: str) -> str | None:
+    """ "min" or "max" for `monitor` under `mode`, or None where only the model can tell."""
+    if mode in ("min", "max"):
+        return mode
+    name = monitor.removeprefix("val_")
+    if name.endswith("loss"):
+        return "min"
+    try:
+        metric = keras.metrics.get(name)
+    except (ValueError, TypeError):
+        return None
+    return {"up": "max", "down": "min"}.get(getattr(metric, "_direction", None))
+
+
+def restore_checkpoint_best(
+    callbacks: Sequence[keras.callbacks.Callback], history_csv: str | os.PathLike
+) -> float | None:
+    """Set each `ModelCheckpoint`'s `best` from the monitored column of a run's history.csv.
+
+    `ModelCheckpoint(save_best_only=True)` remembers its best value only in memory: a run
+    resumed in a new process would overwrite `best.keras` with its first epoch, however bad.
+    Call this before the first `fit` of the resumed process (`tfl.schedules.fit_phases` does).
+
+    Args:
+        callbacks: the run's callbacks; those that are not a `ModelCheckpoint` with
+            `save_best_only=True` are ignored.
+        history_csv: the run's `CSVLogger` file (`run_dir/history.csv`).
+
+    Returns:
+        The best value set on the first such checkpoint, or None when nothing was set (no
+        checkpoint, no file yet, or no value of the monitored quantity in it).
+
+    Raises:
+        ValueError: the checkpoint's mode is "auto" and its monitor is not a loss or a Keras
+            metric name, so the direction is unknown: build it with mode="min" or "max".
+
+    Example:
+    >>> import os, tempfile
+    >>> from tfl.callbacks import restore_checkpoint_best, standard_callbacks
+    >>> run = tempfile.mkdtemp()
+    >>> with open(os.path.join(run, "history.csv"), "w") as f:
+    ...     _ = f.write("epoch,loss,val_loss\\n0,0.9,0.7\\n1,0.5,0.6\\n2,0.4,0.65\\n")
+    >>> cbs = standard_callbacks(run, verbose=0)
+    >>> restore_checkpoint_best(cbs, os.path.join(run, "history.csv"))
+    0.6
+    """
+    checkpoints = [
+        cb
+        for cb in callbacks
+        if isinstance(cb, keras.callbacks.ModelCheckpoint) and cb.save_best_only
+    ]
+    history_csv = os.fspath(history_csv)
+    if not checkpoints or not os.path.exists(history_csv):
+        return None
+    with open(history_csv, newline="") as f:
+        rows = list(csv.DictReader(f))
+    first = None
+    for cb in checkpoints:
+        values = []
+        for row in rows:
+            try:
+                value = float(row.get(cb.monitor) or "nan")
+            except ValueError:
+                continue
+            if math.isfinite(value):
+                values.append(value)
+        if not values:
+            continue
+        direction = _direction(cb.monitor, cb.mode)
+        if direction is None and cb.monitor_op is not None:
+            direction = "min" if cb.monitor_op is keras.ops.less else "max"
+        if direction is None:
+            raise ValueError(
+                f"Received a ModelCheckpoint with monitor={cb.monitor!r} and mode='auto': "
+                "cannot tell whether lower or higher is better before the model is trained. "
+                "Build it with mode='min' or mode='max'."
+            )
+        cb.best = min(values) if direction == "min" else max(values)
+        first = cb.best if first is None else first
+    return first
+
+
+# ---------------------------------------------------------------------------------------------
+# Learning rates
+
+
+def _inner(optimizer):
+    """The optimizer that holds the learning rate (unwraps a LossScaleOptimizer)."""
+    return getattr(optimizer, "inner_optimizer", optimizer)
+
+
+def _has_schedule(optimizer) -> bool:
+    optimizers = getattr(optimizer, "optimizers", None) or [optimizer]
+    for opt in optimizers:
+        lr = getattr(_inner(opt), "_learning_rate", None)
+        if not isinstance(lr, keras.Variable) and callable(lr):
+            return True
+    return False
+
+
+def _current_learning_rate(optimizer) -> float | None:
+    if hasattr(optimizer, "optimizers"):
+        return None
+    try:
+        return float(keras.ops.convert_to_numpy(optimizer.learning_rate))
+    except (AttributeError, TypeError, ValueError):
+        return None
+
+
+def _peak_learning_rate(optimizer, variables=None) -> float:
+    """The highest learning rate `optimizer` will use (for `variables`, with multipliers).
+
+    A constant rate as is; a `LearningRateSchedule` sampled over its first 10k steps; a
+    callable rate called. An optimizer with `lr_multiplier(variable)` (tfl's per-block
+    multipliers) has its rate scaled by the largest multiplier of `variables`.
+    """
+    lr = getattr(_inner(optimizer), "_learning_rate", None)
+    if isinstance(lr, keras.optimizers.schedules.LearningRateSchedule):
+        steps = list(_SCHEDULE_STEPS)
+        warmup = getattr(lr, "warmup_steps", None)
+        if isinstance(warmup, int):
+            steps.append(warmup)
+        peak = max(float(keras.ops.convert_to_numpy(lr(s))) for s in steps)
+    elif lr is not None and not isinstance(lr, keras.Variable) and callable(lr):
+        peak = float(keras.ops.convert_to_numpy(lr()))
+    else:
+        peak = float(keras.ops.convert_to_numpy(optimizer.learning_rate))
+    multiplier = getattr(optimizer, "lr_multiplier", None)
+    if callable(multiplier) and variables:
+        peak *= max(float(multiplier(v)) for v in variables)
+    return peak
+
+
+# ---------------------------------------------------------------------------------------------
+# The trap linter
+
+# What each model was already warned about: model -> {trap key}.
+_REPORTED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def lint(model: keras.Model, data=None, warn: bool = True) -> list[str]:
+    """Check a model (and one batch of its data) for transfer-learning traps.
+
+    The traps:
+
+    1. BatchNorm in the pretrained base would update its moving statistics during `fit`
+       (checked by effect: one forward pass in training mode, after which every variable is
+       restored exactly). Keras 3 gives a functional model's `training` flag to every nested
+       layer, so `base(x, training=False)` does not keep an unfrozen base in inference mode;
+       only frozen BatchNorm layers (or `tfl.ImageBackbone`, which forces it) do.
+    2. Inputs outside the range a `tfl.ImageBackbone` expects (raw 0-255 pixels): a batch in
+       [0, 1] (already rescaled) or with negative values (already preprocessed).
+    3. Nothing trainable: `fit` would not learn anything.
+    4. A learning rate too high for fine-tuning while base weights are trainable: peak rate
+       (a schedule's highest value, times tfl's per-block multiplier) above 0.05 for SGD,
+       3e-4 for Lion and 1e-3 for adaptive optimizers (Adam, AdamW, Nadam, RMSprop, ...).
+
+    For a plain Keras model, its nested models are taken as the pretrained bases (a model
+    with none is taken as a base itself). Each trap is warned about once per model (`TransferWarning`); linting the same state
+    again is silent, a changed state (e.g. another too-high rate) warns again.
+
+    Args:
+        model: a tfl task or any Keras model, compiled or not (trap 4 needs the optimizer).
+        data: optional: a `tf.data.Dataset` of `(x, y)` / `(x, y, sample_weight)` or of
+            inputs, one such batch (tuple), or the inputs themselves (array, dict, or tuple
+            for a model with several inputs). Only one batch is read, and at most 8 rows of
+            it. A task's `preprocessor` is applied first. Without data, trap 1 uses random
+            inputs and trap 2 is skipped.
+        warn: emit the warnings (False: only return the messages).
+
+    Returns:
+        The messages of all traps found, also those warned about before.
+
+    Example:
+    >>> from tfl.callbacks import lint
+    >>> model = ImageClassifier(ImageBackbone("mobilenet_v3_small", (32, 32, 3), weights=None), 3)
+    >>> lint(model, np.zeros((2, 32, 32, 3)))
+    []
+    >>> [m[:30] for m in lint(model, np.full((2, 32, 32, 3), 0.5), warn=False)]
+    ['Inputs of the image model look']
+    """
+    bases = _bases(model)
+    x = _model_inputs(model, data)
+    found: list[tuple[tuple, str]] = []
+    found += _check_batchnorm(model, bases, x)
+    if x is not None:
+        found += _check_input_range(model, bases, x)
+    found += _check_trainable(model)
+    found += _check_learning_rate(model, bases)
+    if warn:
+        reported = _REPORTED.setdefault(model, set())
+        for key, message in found:
+            if key not in reported:
+                reported.add(key)
+                warnings.warn(message, TransferWarning, stacklevel=2)
+    return [message for _, message in found]
+
+
+def _bases(model: keras.Model) -> list[keras.Model]:
+    """The pretrained bases: a tfl task's, the nested models of a plain Keras model, or it."""
+    if isinstance(model, ImageBackbone):
+        return [model]
+    bases = bases_of(model)
+    if len(bases) == 1 and bases[0] is model:
+        nested = [layer for layer in getattr(model, "layers", []) if isinstance(layer, keras.Model)]
+        return nested or [model]
+    return bases
+
+
+def _first_element(data):
+    if isinstance(data, tf.data.Dataset):
+        return next(iter(data.take(1)))
+    if isinstance(data, keras.utils.PyDataset):
+        return data[0]
+    return data
+
+
+def _model_inputs(model: keras.Model, data):
+    """At most `_LINT_ROWS` rows of the model's inputs from `data`, preprocessed; or None."""
+    if data is None:
+        return None
+    batch = _first_element(data)
+    several_inputs = isinstance(getattr(model, "input", None), (list, tuple))
+    if isinstance(batch, (tuple, list)) and 1 <= len(batch) <= 3:
+        is_xy = not several_inputs or isinstance(batch[0], (tuple, list, dict))
+        x = batch[0] if is_xy else tuple(batch)
+    else:
+        x = batch
+    x = keras.tree.map_structure(lambda a: a[:_LINT_ROWS] if np.ndim(a) else a, x)
+    preprocessor = getattr(model, "preprocessor", None)
+    if preprocessor is not None:
+        x = preprocessor(x)
+    return x
+
+
+def _random_inputs(model: keras.Model):
+    """Random inputs (pixels in 0-255) of the model's input shapes, or None if unknown."""
+    rng = np.random.default_rng(0)
+
+    def make(spec):
+        shape = tuple(spec.shape[1:])
+        if any(d is None for d in shape):
+            raise ValueError
+        if "float" in str(spec.dtype):
+            return rng.uniform(0, 255, (2, *shape)).astype(spec.dtype)
+        return np.zeros((2, *shape), spec.dtype)
+
+    try:
+        return keras.tree.map_structure(make, model.input)
+    except (ValueError, AttributeError):
+        return None
+
+
+def _moving_stats(layer) -> list[np.ndarray]:
+    return [keras.ops.convert_to_numpy(v) for v in (layer.moving_mean, layer.moving_variance)]
+
+
+def _check_batchnorm(model, bases, x):
+    norms = [
+        layer
+        for base in bases
+        for layer in base._flatten_layers(include_self=False, recursive=True)
+        if isinstance(layer, keras.layers.BatchNormalization) and layer.trainable
+    ]
+    if not norms:
+        return []  # frozen BatchNorm always runs in inference mode
+    if x is None:
+        x = _random_inputs(model)
+        if x is None:
+            return []
+    state = [(v, keras.ops.convert_to_numpy(v)) for v in model.non_trainable_variables]
+    stats = [(layer, _moving_stats(layer)) for layer in norms]
+    try:
+        model(x, training=True)
+        moved = [
+            layer
+            for layer, before in stats
+            if any(
+                not np.array_equal(a, b) for a, b in zip(before, _moving_stats(layer), strict=True)
+            )
+        ]
+    finally:
+        for variable, value in state:
+            variable.assign(value)
+    if not moved:
+        return []
+    names = ", ".join(repr(layer.name) for layer in moved[:3])
+    message = (
+        f"{len(moved)} BatchNormalization layers of {model.name!r} (e.g. {names}) will update "
+        "their moving statistics during fit: the pretrained base runs in training mode, and "
+        "small fine-tuning batches wreck the statistics it was trained with. (Keras 3 passes "
+        "fit's training=True to every nested layer, also through base(x, training=False).) "
+        "Fix: freeze the BatchNorm layers (set layer.trainable = False on each "
+        "keras.layers.BatchNormalization of the base, then compile again), or build the "
+        "model with tfl.ImageBackbone and unfreeze with tfl.unfreeze, which keep them in "
+        "inference mode."
+    )
+    return [(("batchnorm", len(moved)), message)]
+
+
+def _check_input_range(model, bases, x):
+    if not any(isinstance(b, ImageBackbone) for b in bases):
+        return []
+    images = []
+    for leaf in keras.tree.flatten(x):
+        if np.ndim(leaf) == 4:
+            array = keras.ops.convert_to_numpy(leaf)
+            if np.issubdtype(array.dtype, np.number) and array.size:
+                images.append(array)
+    if not images:
+        return []
+    lo = float(min(a.min() for a in images))
+    hi = float(max(a.max() for a in images))
+    if lo < 0:
+        message = (
+            f"Inputs of the image model look preprocessed already: values in [{lo:.3g}, "
+            f"{hi:.3g}] include negatives. {model.name!r} applies its base's preprocessing "
+            "itself and expects raw RGB pixels in [0, 255]: pass the images unprocessed "
+            "(remove your preprocess_input / Normalization / Rescaling step)."
+        )
+        return [(("input_range", "negative"), message)]
+    if 0 < hi <= 1.0:
+        message = (
+            f"Inputs of the image model look rescaled to [0, 1] (values in [{lo:.3g}, "
+            f"{hi:.3g}]). {model.name!r} applies its base's preprocessing itself and expects "
+            "raw RGB pixels in [0, 255]: pass 0-255 pixels (remove your Rescaling(1/255) or "
+            "division by 255)."
+        )
+        return [(("input_range", "unit"), message)]
+    return []
+
+
+def _check_trainable(model):
+    if model.trainable_weights:
+        return []
+    message = (
+        f"{model.name!r} has no trainable weights (base and head all frozen): fit will not "
+        "learn anything. Unfreeze the head or some blocks of the base (e.g. tfl.unfreeze("
+        "model, top_n=1), or set trainable=True on the head), then compile again."
+    )
+    return [(("nothing_trainable",), message)]
+
+
+def _check_learning_rate(model, bases):
+    optimizer = getattr(model, "optimizer", None)
+    if optimizer is None:
+        return []
+    base_ids = {id(w) for b in bases for w in b.trainable_weights}
+    variables = [w for w in model.trainable_weights if id(w) in base_ids]
+    if not variables:
+        return []
+    peak = _peak_learning_rate(optimizer, variables)
+    inner = _inner(optimizer)
+    cls, limit, suggested, family = next(
+        (row for row in _LR_LIMITS if isinstance(inner, row[0])), _ADAPTIVE_LR_LIMIT
+    )
+    if peak <= limit * (1 + 1e-6):  # float32 rates: Adam(1e-3) holds 0.0010000000475
+        return []
+    message = (
+        f"The learning rate is high for fine-tuning: {type(inner).__name__} reaches "
+        f"{peak:.3g} while {len(variables)} weights of the pretrained base are trainable "
+        f"(above {limit:g} for {family}), which wrecks the pretrained features in the first "
+        f"steps. Compile with a learning rate around {suggested} (tfl tasks' compile() "
+        "defaults to 1e-4 for images and 5e-5 for text once a base is unfrozen), or "
+        "freeze the base to train only the head."
+    )
+    return [(("learning_rate", round(peak, 12)), message)]
