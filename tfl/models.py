@@ -22,7 +22,7 @@ import keras_hub
 
 from tfl.backbones import ImageBackbone
 from tfl.freezing import RecompileWarning
-from tfl.heads import Head, get_head
+from tfl.heads import ClassificationHead, Head, MultiLabelHead, get_head
 from tfl.text import MeanPooling
 
 TEXT_POOLINGS = ("mean", "pooled")
@@ -125,11 +125,18 @@ class _TransferTask(keras_hub.models.Task):
             optimizer = keras.optimizers.Adam(self._default_learning_rate())
         heads = self._heads()
         if loss == "auto":
-            smoothing = {"label_smoothing": label_smoothing} if label_smoothing else {}
             if isinstance(heads, dict):
-                loss = {k: h.default_loss(**smoothing) for k, h in heads.items()}
+                # Smoothing applies to the classification heads of a multi-task model.
+                loss = {
+                    k: h.default_loss(
+                        label_smoothing=label_smoothing
+                        if isinstance(h, ClassificationHead | MultiLabelHead)
+                        else 0.0
+                    )
+                    for k, h in heads.items()
+                }
             else:
-                loss = heads.default_loss(**smoothing)
+                loss = heads.default_loss(label_smoothing=label_smoothing)
         elif label_smoothing:
             raise ValueError(
                 f"Received label_smoothing={label_smoothing!r} with loss={loss!r}: it applies to "
