@@ -77,6 +77,10 @@ def _assert_weights_equal(a, b):
         np.testing.assert_array_equal(u, v)
 
 
+def _best_weights(run_dir):
+    return keras.saving.load_model(run_dir / "best.keras").get_weights()
+
+
 # --- standard_callbacks ---------------------------------------------------------------------
 
 
@@ -237,16 +241,15 @@ def test_reduce_lr_stands_aside_for_a_schedule_once_per_fit():
 
 def test_checkpoint_keeps_the_best_of_the_whole_run(tmp_path):
     cbs = standard_callbacks(tmp_path, reduce_lr=False, tensorboard=False, verbose=0)
-    best = tmp_path / "best.keras"
     model = _model()
     script = _Script([0.5, 0.3, 0.4, 0.35, 0.1])
     _fit(model, [script, *cbs], 0, 2)
     model.compile(keras.optimizers.SGD(0.05), "mse")
     _fit(model, [script, *cbs], 2, 4)  # phase 2 is worse than phase 1's best (0.3)
-    _assert_weights_equal(keras.saving.load_model(best).get_weights(), script.weights[1])
+    _assert_weights_equal(_best_weights(tmp_path), script.weights[1])
     model.compile(keras.optimizers.SGD(0.05), "mse")
     _fit(model, [script, *cbs], 4, 5)  # phase 3 beats it
-    _assert_weights_equal(keras.saving.load_model(best).get_weights(), script.weights[4])
+    _assert_weights_equal(_best_weights(tmp_path), script.weights[4])
 
 
 def test_restore_checkpoint_best_survives_a_restart(tmp_path):
@@ -260,14 +263,12 @@ def test_restore_checkpoint_best_survives_a_restart(tmp_path):
     fresh = standard_callbacks(tmp_path, tensorboard=False, verbose=0)
     assert restore_checkpoint_best(fresh, history_csv) == pytest.approx(0.3)
     _fit(model, [script, *fresh], 2, 3)  # 0.4 is worse than the run's best
-    _assert_weights_equal(keras.saving.load_model(tmp_path / "best.keras").get_weights(),
-                          script.weights[1])  # fmt: skip
+    _assert_weights_equal(_best_weights(tmp_path), script.weights[1])
 
     # Without it, the fresh checkpoint would take the first epoch it sees.
     forgetful = standard_callbacks(tmp_path, tensorboard=False, verbose=0)
     _fit(model, [script, *forgetful], 2, 3)
-    _assert_weights_equal(keras.saving.load_model(tmp_path / "best.keras").get_weights(),
-                          script.weights[2])  # fmt: skip
+    _assert_weights_equal(_best_weights(tmp_path), script.weights[2])
 
 
 def test_restore_checkpoint_best_reads_the_monitored_column(tmp_path):

@@ -88,6 +88,7 @@ class ReduceLROnPlateau(keras.callbacks.ReduceLROnPlateau):
     Args: as `keras.callbacks.ReduceLROnPlateau`.
 
     Example:
+    >>> import keras
     >>> from tfl.callbacks import ReduceLROnPlateau
     >>> model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
     >>> model.compile(keras.optimizers.SGD(0.1), "mse")
@@ -490,6 +491,7 @@ def lint(model: keras.Model, data=None, warn: bool = True) -> list[str]:
         The messages of all traps found, also those warned about before.
 
     Example:
+    >>> from tfl import ImageBackbone, ImageClassifier
     >>> from tfl.callbacks import lint
     >>> model = ImageClassifier(ImageBackbone("mobilenet_v3_small", (32, 32, 3), weights=None), 3)
     >>> lint(model, np.zeros((2, 32, 32, 3)))
@@ -589,7 +591,7 @@ def _check_batchnorm(model, bases, x):
     state = [(v, keras.ops.convert_to_numpy(v)) for v in model.non_trainable_variables]
     stats = [(layer, _moving_stats(layer)) for layer in norms]
     try:
-        model(x, training=True)
+        model(keras.tree.map_structure(keras.ops.convert_to_tensor, x), training=True)
         moved = [
             layer
             for layer, before in stats
