@@ -426,6 +426,20 @@ def test_custom_optimizer_class_gets_a_registered_subclass_on_demand():
     assert type(restored) is type(opt)
     assert restored.lr_multipliers == opt.lr_multipliers
 
+    class OwnDecaySGD(keras.optimizers.SGD):
+        def _apply_weight_decay(self, variables):
+            pass
+
+    with pytest.warns(UserWarning, match="scales its learning rates per block, but not its decay"):
+        with_lr_multipliers(OwnDecaySGD(0.1, weight_decay=0.1), base, layer_decay=0.5)
+    # Rebuilt on other variables, the saved multipliers cannot apply: a warning, then an error
+    # at the first update rather than silently wrong learning rates.
+    others = base.trainable_variables[:-1]
+    with pytest.warns(UserWarning, match=r"saved with \d+ learning-rate multipliers"):
+        restored.build(others)
+    with pytest.raises(ValueError, match="with_lr_multipliers"):
+        restored.apply([np.zeros(v.shape, "float32") for v in others], others)
+
 
 # --- 6. fit end to end, and .keras save / load ----------------------------------------------------
 
@@ -468,7 +482,9 @@ def test_keras_model_with_a_tfl_base_restores_optimizer_class_and_multipliers(tm
     outputs = keras.layers.Dense(3, activation="softmax", name="classifier")(base(inputs))
     model = keras.Model(inputs, outputs)
     schedule = WarmupDecay(1e-3, total_steps=20, warmup_steps=2)
-    opt = with_lr_multipliers(keras.optimizers.Adam(schedule), model, layer_decay=0.5)
+    opt = with_lr_multipliers(
+        exclude_bias_and_norm(keras.optimizers.AdamW(schedule)), model, layer_decay=0.5
+    )
     model.compile(optimizer=opt, loss="sparse_categorical_crossentropy", run_eagerly=True)
     x, y = images(8), np.arange(8) % 3
     model.fit(x, y, batch_size=4, epochs=1, verbose=0)
@@ -479,7 +495,10 @@ def test_keras_model_with_a_tfl_base_restores_optimizer_class_and_multipliers(tm
         restored.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-6
     )
     new = restored.optimizer
-    assert type(new) is type(opt) and isinstance(new, keras.optimizers.Adam)
+    assert type(new) is type(opt) and isinstance(new, keras.optimizers.AdamW)
+    pattern = new._exclude_from_weight_decay_pattern.pattern  # Keras alone would drop it
+    assert pattern == opt._exclude_from_weight_decay_pattern.pattern
+    assert not new._use_weight_decay(restored.get_layer("classifier").bias)
     assert isinstance(new._learning_rate, WarmupDecay)
     assert new._learning_rate.get_config() == schedule.get_config()
     assert new.lr_multipliers == opt.lr_multipliers

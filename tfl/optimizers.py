@@ -222,6 +222,7 @@ class _State:
         self.model = None  # weakref to the model, for the variable order before build
         self.saved = None if saved is None else [float(m) for m in saved]  # from a config
         self.built: list[float] | None = None  # aligned with the variables built on
+        self.mismatch: str | None = None  # why saved multipliers could not be reapplied
 
 
 def _decay_rule(cls: type) -> str:
@@ -254,11 +255,13 @@ class _LRMultiplierMixin:
         """The learning-rate multiplier of `variable` (1.0 for variables it does not know)."""
         state = self._tfl_state
         key = self._var_key(variable)
-        if self.built and state.built is not None and key in self._trainable_variables_indices:
+        if state.built is not None and key in self._trainable_variables_indices:
             return state.built[self._trainable_variables_indices[key]]
         if key in state.by_key:
             return state.by_key[key]
-        if state.saved is not None:
+        if state.mismatch:
+            raise ValueError(state.mismatch)
+        if state.saved is not None and not self.built:
             raise ValueError(
                 "This optimizer was restored from a config: its multipliers belong to the "
                 "variables it will be built on. Call optimizer.build(model.trainable_variables) "
@@ -291,17 +294,24 @@ class _LRMultiplierMixin:
         super().build(variables)
         state = self._tfl_state
         if state.saved is not None and not state.by_key:
-            if len(state.saved) != len(variables):
-                raise ValueError(
-                    f"This optimizer was saved with {len(state.saved)} learning-rate "
-                    f"multipliers but is being built on {len(variables)} variables. Make "
-                    "a new one with tfl.optimizers.with_lr_multipliers(optimizer, model, ...)."
-                )
-            state.built = list(state.saved)
+            if len(state.saved) == len(variables):
+                state.built = list(state.saved)
+                return
+            # Loading must not fail (the model still predicts), but training with multipliers
+            # of other variables would: refuse in update_step, like a stale slot list.
+            state.mismatch = (
+                f"Optimizer {self.name!r} was saved with {len(state.saved)} learning-rate "
+                f"multipliers but is built on {len(variables)} variables (did the trainable "
+                "weights change?). Compile with a new one: "
+                "tfl.optimizers.with_lr_multipliers(optimizer, model, ...)."
+            )
+            warnings.warn(state.mismatch, UserWarning, stacklevel=2)
         else:
             state.built = [state.by_key.get(self._var_key(v), 1.0) for v in variables]
 
     def update_step(self, gradient, variable, learning_rate):
+        if self._tfl_state.mismatch:
+            raise ValueError(self._tfl_state.mismatch)
         index = self._get_variable_index(variable)
         multiplier = self._tfl_state.built[index]
         if multiplier != 1.0:
@@ -722,8 +732,8 @@ class OneCycle(LearningRateSchedule):
     Example:
     >>> from tfl.optimizers import OneCycle
     >>> schedule = OneCycle(1e-2, total_steps=101, pct_start=0.5)
-    >>> [round(float(schedule(s)), 10) for s in (0, 49.5, 100)]
-    [0.0004, 0.01, 4e-08]
+    >>> [f"{float(schedule(s)):.3g}" for s in (0, 49.5, 100)]
+    ['0.0004', '0.01', '4e-08']
     """
 
     def __init__(
