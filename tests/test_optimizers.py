@@ -308,6 +308,7 @@ def test_layer_decay_on_an_image_classifier():
     expected = {"stem": 0.125, "stage1": 0.25, "stage2": 0.5, "stage3": 1.0, "top": 1.0}
     for v in model.weights:
         assert opt.lr_multiplier(v) == expected.get(group(v), 1.0)
+    assert opt.lr_multiplier(keras.Variable(1.0)) == 1.0  # a variable of no model it knows
 
 
 def test_layer_decay_on_a_bert_text_classifier():

@@ -801,7 +801,11 @@ def _schedule_peak(schedule) -> float:
     if isinstance(schedule, OneCycle):
         return schedule.max_learning_rate
     marks = []
-    for key, value in schedule.get_config().items():
+    try:
+        config = schedule.get_config()
+    except NotImplementedError:
+        config = {}
+    for key, value in config.items():
         if "step" in key or "boundar" in key:
             values = value if isinstance(value, (list, tuple)) else [value]
             marks += [int(v) for v in values if isinstance(v, numbers.Real) and v > 0]
