@@ -10,11 +10,16 @@ import tfl
 
 MODULES = [
     "tfl.backbones",
+    "tfl.callbacks",
     "tfl.datasets",
     "tfl.families",
     "tfl.freezing",
     "tfl.heads",
+    "tfl.lr_finder",
     "tfl.models",
+    "tfl.optimizers",
+    "tfl.regularizers",
+    "tfl.schedules",
     "tfl.torchvision_mobilenet",
 ]
 

@@ -158,3 +158,13 @@ def test_text_base_groups_and_unfreeze():
     counts = tfl.trainable_groups(bert)
     assert counts["layer_1"] > 0 and counts["pooler"] > 0
     assert counts["layer_0"] == 0 and counts["embeddings"] == 0
+
+
+def test_unfreezing_more_blocks_after_fewer_opens_them():
+    model = tfl.ImageClassifier(tiny_image_base(), 3)
+    one = tfl.trainable_groups(tfl.unfreeze(model, top_n=1))
+    two = tfl.trainable_groups(tfl.unfreeze(model, top_n=2))
+    fresh = tfl.trainable_groups(tfl.unfreeze(tfl.ImageClassifier(tiny_image_base(), 3), top_n=2))
+    assert two == fresh
+    assert [g for g, n in one.items() if n] == ["stage3", "top"]
+    assert [g for g, n in two.items() if n] == ["stage2", "stage3", "top"]

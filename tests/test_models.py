@@ -1,3 +1,4 @@
+import os
 import warnings
 
 import keras
@@ -186,3 +187,24 @@ def test_text_classifier_on_real_minilm_learns_and_round_trips(tmp_path):
     unseen = np.array(["what a great, lovely movie", "an awful, boring film"])
     assert model.predict(unseen, verbose=0).argmax(-1).tolist() == [1, 0]
     assert_keras_round_trip(model, unseen, tmp_path, atol=1e-5)
+
+
+def test_reloaded_task_keeps_its_frozen_blocks_and_optimizer_state(tmp_path):
+    model = tfl.ImageClassifier(tiny_image_base(), num_classes=3)
+    tfl.unfreeze(model, top_n=1)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3))
+    x, y = images(8), np.arange(8) % 3
+    model.fit(x, y, epochs=2, batch_size=4, verbose=0)
+    path = os.path.join(str(tmp_path), "model.keras")
+    model.save(path)
+    restored = keras.saving.load_model(path)
+    assert tfl.trainable_groups(restored) == tfl.trainable_groups(model)
+    assert len(restored.trainable_weights) == len(model.trainable_weights)
+    assert int(restored.optimizer.iterations) == 4
+    for a, b in zip(model.optimizer.variables, restored.optimizer.variables, strict=True):
+        np.testing.assert_array_equal(np.array(a), np.array(b))
+    # Training carries on identically from the saved state.
+    model.fit(x, y, epochs=1, batch_size=4, shuffle=False, verbose=0)
+    restored.fit(x, y, epochs=1, batch_size=4, shuffle=False, verbose=0)
+    for a, b in zip(model.weights, restored.weights, strict=True):
+        np.testing.assert_allclose(np.array(a), np.array(b), rtol=1e-5, atol=1e-6)

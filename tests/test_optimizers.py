@@ -513,11 +513,6 @@ def test_keras_model_with_a_tfl_base_restores_optimizer_class_and_multipliers(tm
     assert int(new.iterations) == 4
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="tfl tasks override compile(), so Keras skips compile_from_config at load and the "
-    "task comes back with a fresh default optimizer (fix belongs in tfl/models.py).",
-)
 def test_tfl_task_restores_its_optimizer(tmp_path):
     model = tfl.ImageClassifier(tiny_image_base(), num_classes=3)
     opt = with_lr_multipliers(keras.optimizers.SGD(0.1), model, layer_decay=0.5)

@@ -9,8 +9,9 @@ import os
 # tfl is built on the TensorFlow backend (tf.data, tf.distribute, SavedModel/TFLite export).
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
-from tfl import text  # noqa: E402
+from tfl import callbacks, optimizers, regularizers, text  # noqa: E402
 from tfl.backbones import ImageBackbone  # noqa: E402
+from tfl.callbacks import TransferWarning, lint, standard_callbacks  # noqa: E402
 from tfl.families import ImagePreprocessing, get_spec, list_backbones  # noqa: E402
 from tfl.freezing import (  # noqa: E402
     RecompileWarning,
@@ -29,12 +30,23 @@ from tfl.heads import (  # noqa: E402
     SquaredHinge,
     SVMHead,
 )
+from tfl.lr_finder import LRFindResult, lr_find  # noqa: E402
 from tfl.models import (  # noqa: E402
     FusionClassifier,
     ImageClassifier,
     MultiTaskModel,
     TextClassifier,
 )
+from tfl.optimizers import (  # noqa: E402
+    OneCycle,
+    WarmupDecay,
+    adamw,
+    block_lr_multipliers,
+    exclude_bias_and_norm,
+    max_learning_rate,
+    with_lr_multipliers,
+)
+from tfl.regularizers import L2SP, apply_l2sp, l2sp_penalty, remove_l2sp  # noqa: E402
 from tfl.schedules import (  # noqa: E402
     Phase,
     PhaseHistory,
@@ -54,9 +66,12 @@ __all__ = [
     "ImageBackbone",
     "ImageClassifier",
     "ImagePreprocessing",
+    "L2SP",
+    "LRFindResult",
     "MLPHead",
     "MultiLabelHead",
     "MultiTaskModel",
+    "OneCycle",
     "Phase",
     "PhaseHistory",
     "RecompileWarning",
@@ -64,19 +79,35 @@ __all__ = [
     "SVMHead",
     "SquaredHinge",
     "TextClassifier",
+    "TransferWarning",
+    "WarmupDecay",
     "__version__",
+    "adamw",
+    "apply_l2sp",
     "block_groups",
+    "block_lr_multipliers",
+    "callbacks",
+    "exclude_bias_and_norm",
     "feature_extraction",
     "fine_tune",
     "fit_phases",
-    "gradual_unfreezing",
-    "partial",
-    "two_phase",
     "freeze",
     "get_spec",
+    "gradual_unfreezing",
+    "l2sp_penalty",
+    "lint",
     "list_backbones",
+    "lr_find",
+    "max_learning_rate",
+    "optimizers",
+    "partial",
+    "regularizers",
+    "remove_l2sp",
+    "standard_callbacks",
     "text",
     "trainable_groups",
     "trainable_summary",
+    "two_phase",
     "unfreeze",
+    "with_lr_multipliers",
 ]

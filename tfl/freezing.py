@@ -146,7 +146,11 @@ def unfreeze(
         named = block_groups(base)
         all_groups = top_n == "all"
         chosen = list(named) if all_groups else _select_groups(list(named), groups, top_n)
+        # Setting `trainable` on a functional model does not reach every nested layer, so
+        # reset each layer: groups frozen by an earlier `unfreeze` open again.
         base.trainable = True
+        for layer in base._flatten_layers(include_self=False, recursive=True):
+            layer.trainable = True
         chosen_layers = {id(layer) for name in chosen for layer in named[name]}
         for layers in named.values():
             for layer in layers:

@@ -150,17 +150,54 @@ class _TransferTask(keras_hub.models.Task):
         super().compile(optimizer=optimizer, loss=loss, metrics=metrics, **kwargs)
         self._fit_trainable = None
 
+    def compile_from_config(self, config):
+        """Compile from a saved config (Keras skips this for a custom `compile` otherwise).
+
+        Restores the saved optimizer, loss and metrics of a `.keras` file, and builds the
+        optimizer so that its saved state (moments, step count) loads into it.
+        """
+        config = keras.saving.deserialize_keras_object(config)
+        self.compile(**config)
+        if self.built:
+            self.optimizer.build(self.trainable_variables)
+
+    def _trainable_state(self) -> list[dict]:
+        """Per base: its `trainable` flag and the indices of its frozen (nested) layers."""
+        state = []
+        for base in self._bases():
+            layers = list(base._flatten_layers(include_self=False, recursive=True))
+            frozen = [i for i, layer in enumerate(layers) if not layer.trainable]
+            state.append({"trainable": base.trainable, "frozen": frozen})
+        return state
+
+    def _set_trainable_state(self, state: list[dict]):
+        for base, saved in zip(self._bases(), state, strict=True):
+            base.trainable = True
+            layers = list(base._flatten_layers(include_self=False, recursive=True))
+            for i in saved["frozen"]:
+                layers[i].trainable = False
+            base.trainable = saved["trainable"]
+
     def get_config(self):
         config = super().get_config()
         if isinstance(getattr(self, "head", None), Head):
             config["head"] = keras.layers.serialize(self.head)
+        # Keras rebuilds the bases from their constructor arguments, which would make every
+        # layer trainable again; keep what was frozen so training (and the saved optimizer's
+        # state, one slot per trainable weight) carries on where it was.
+        config["trainable_state"] = self._trainable_state()
         return config
 
     @classmethod
     def from_config(cls, config):
+        config = dict(config)
+        state = config.pop("trainable_state", None)
         if isinstance(config.get("head"), dict):
             config["head"] = keras.layers.deserialize(config["head"])
-        return super().from_config(config)
+        model = super().from_config(config)
+        if state is not None:
+            model._set_trainable_state(state)
+        return model
 
     def _trainable_fingerprint(self) -> tuple:
         return tuple(id(v) for v in self.trainable_variables)

@@ -362,7 +362,9 @@ class _PhaseLogs(keras.callbacks.Callback):
         optimizer = self.model.optimizer
         lr = optimizer.learning_rate  # a schedule's current value
         logs["learning_rate"] = float(keras.ops.convert_to_numpy(lr))
-        self.record.add_epoch(epoch, {k: _plain(v) for k, v in logs.items()})
+        values = {k: _plain(v) for k, v in logs.items()}
+        values["phase"] = self.index
+        self.record.add_epoch(epoch, values)
 
 
 def _plain(value):
@@ -678,7 +680,10 @@ def fit_phases(
     if done:  # a restart: recover earlier epochs and the last finished phase's weights
         for row in _history_rows(callbacks):
             epoch = int(row.pop("epoch"))
-            history.add_epoch(epoch, {k: _number(v) for k, v in row.items()})
+            values = {k: _number(v) for k, v in row.items()}
+            if "phase" in values:
+                values["phase"] = int(values["phase"])
+            history.add_epoch(epoch, values)
         last = done[-1]
         skip = [model.optimizer] if model.optimizer is not None else None
         keras.saving.load_weights(
