@@ -24,9 +24,15 @@ def test_tfl_train_end_to_end_writes_a_reloadable_run(tmp_path, capsys):
     with open(os.path.join(run_dir, "metrics.json")) as f:
         metrics = json.load(f)
     assert 0.0 <= metrics["test_accuracy"] <= 1.0
-    assert set(metrics["history"]) == {"head", "finetune"}
+    assert [p["name"] for p in metrics["phases"]] == ["head", "finetune"]
+    assert metrics["history"]["epoch"] == [0, 1]
+    assert metrics["history"]["phase"] == [0, 1]
     with open(os.path.join(run_dir, "history.csv")) as f:
         assert len(f.read().strip().splitlines()) == 1 + 2  # header + one epoch per phase
+    # The standard callbacks' files: the best checkpoint over both phases, TensorBoard logs.
+    best = keras.saving.load_model(os.path.join(run_dir, "best.keras"), safe_mode=True)
+    assert best.count_params() > 0
+    assert os.listdir(os.path.join(run_dir, "logs"))
     model = keras.saving.load_model(os.path.join(run_dir, "model.keras"), safe_mode=True)
     images, labels = load_mnist_5k()
     ds = grey_digits_dataset(images[:20], labels[:20], 32, 10)

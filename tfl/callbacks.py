@@ -43,6 +43,7 @@ import tensorflow as tf
 
 from tfl.backbones import ImageBackbone
 from tfl.freezing import bases_of
+from tfl.optimizers import max_learning_rate
 
 MODES = ("auto", "min", "max")
 
@@ -56,11 +57,6 @@ _LR_LIMITS = (
     (keras.optimizers.Lion, 3e-4, "1e-6 to 3e-5", "Lion"),
 )
 _ADAPTIVE_LR_LIMIT = (None, 1e-3, "1e-5 to 1e-4", "an adaptive optimizer")
-# Steps at which a schedule is sampled to find its peak: densely at first (warm-up), then
-# geometrically up to 10k steps.
-_SCHEDULE_STEPS = np.unique(
-    np.concatenate([np.arange(100), np.geomspace(100, 10_000, 60).astype(int)])
-)
 # Rows of a data batch used by `lint` (enough to see ranges and BatchNorm updates).
 _LINT_ROWS = 8
 
@@ -426,30 +422,6 @@ def _current_learning_rate(optimizer) -> float | None:
         return None
 
 
-def _peak_learning_rate(optimizer, variables=None) -> float:
-    """The highest learning rate `optimizer` will use (for `variables`, with multipliers).
-
-    A constant rate as is; a `LearningRateSchedule` sampled over its first 10k steps; a
-    callable rate called. An optimizer with `lr_multiplier(variable)` (tfl's per-block
-    multipliers) has its rate scaled by the largest multiplier of `variables`.
-    """
-    lr = getattr(_inner(optimizer), "_learning_rate", None)
-    if isinstance(lr, keras.optimizers.schedules.LearningRateSchedule):
-        steps = list(_SCHEDULE_STEPS)
-        warmup = getattr(lr, "warmup_steps", None)
-        if isinstance(warmup, int):
-            steps.append(warmup)
-        peak = max(float(keras.ops.convert_to_numpy(lr(s))) for s in steps)
-    elif lr is not None and not isinstance(lr, keras.Variable) and callable(lr):
-        peak = float(keras.ops.convert_to_numpy(lr()))
-    else:
-        peak = float(keras.ops.convert_to_numpy(optimizer.learning_rate))
-    multiplier = getattr(optimizer, "lr_multiplier", None)
-    if callable(multiplier) and variables:
-        peak *= max(float(multiplier(v)) for v in variables)
-    return peak
-
-
 # ---------------------------------------------------------------------------------------------
 # The trap linter
 
@@ -669,7 +641,7 @@ def _check_learning_rate(model, bases):
     variables = [w for w in model.trainable_weights if id(w) in base_ids]
     if not variables:
         return []
-    peak = _peak_learning_rate(optimizer, variables)
+    peak = max_learning_rate(optimizer, variables)
     inner = _inner(optimizer)
     cls, limit, suggested, family = next(
         (row for row in _LR_LIMITS if isinstance(inner, row[0])), _ADAPTIVE_LR_LIMIT

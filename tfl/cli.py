@@ -107,35 +107,15 @@ def train(args: argparse.Namespace) -> int:
         weights="imagenet",
     )
     model = tfl.ImageClassifier(backbone, num_classes=10, head="classification")
-    history = {}
-    csv = keras.callbacks.CSVLogger(os.path.join(run_dir, "history.csv"), append=True)
 
-    # Phase 1: linear probe. Freeze the base, train only the new head at a high LR.
-    tfl.freeze(model)
-    model.compile()  # Adam(1e-3): the base is frozen.
+    # Two phases (tfl.two_phase): a linear probe on the frozen base at lr 1e-3, then the whole
+    # base (BatchNorm frozen) at a 10x lower peak rate with warmup and cosine decay. The
+    # standard callbacks write the best checkpoint, logs and a backup into the run directory:
+    # running the same command again after a crash resumes where it stopped.
+    phases = tfl.two_phase(args.epochs_head, args.epochs_finetune)
+    callbacks = tfl.standard_callbacks(run_dir, monitor="val_loss")
+    history = tfl.fit_phases(model, phases, train_ds, validation_data=val_ds, callbacks=callbacks)
     print(tfl.trainable_summary(model))
-    t = time.time()
-    if args.epochs_head:
-        h = model.fit(train_ds, validation_data=val_ds, epochs=args.epochs_head, callbacks=[csv])
-        history["head"] = h.history
-    time_head = time.time() - t
-
-    # Phase 2: fine-tune. Unfreeze the base (BatchNorm stays frozen) and recompile, since
-    # Keras reads `trainable` only at compile(); a 10x lower LR keeps pretrained features.
-    t = time.time()
-    if args.epochs_finetune:
-        tfl.unfreeze(model, top_n="all")
-        model.compile()  # Adam(1e-4): the base is trainable.
-        print(tfl.trainable_summary(model))
-        h = model.fit(
-            train_ds,
-            validation_data=val_ds,
-            initial_epoch=args.epochs_head,
-            epochs=args.epochs_head + args.epochs_finetune,
-            callbacks=[csv],
-        )
-        history["finetune"] = h.history
-    time_finetune = time.time() - t
 
     test_loss, test_accuracy = model.evaluate(test_ds, verbose=0)
     model_path = os.path.join(run_dir, "model.keras")
@@ -143,11 +123,10 @@ def train(args: argparse.Namespace) -> int:
     metrics = {
         "test_accuracy": float(test_accuracy),
         "test_loss": float(test_loss),
-        "seconds_head": round(time_head, 1),
-        "seconds_finetune": round(time_finetune, 1),
         "seconds_total": round(time.time() - started, 1),
+        "phases": history.phases,
         "config": {k: v for k, v in vars(args).items() if k != "func"},
-        "history": history,
+        "history": {"epoch": history.epoch, **history.history},
     }
     with open(os.path.join(run_dir, "metrics.json"), "w") as f:
         json.dump(metrics, f, indent=2)
