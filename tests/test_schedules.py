@@ -259,3 +259,12 @@ def test_killed_run_resumes_in_the_right_phase_and_ends_with_the_same_weights(tm
     rows = (run_dir / "history.csv").read_text().strip().splitlines()
     epochs = [int(r.split(",")[0]) for r in rows[1:]]
     assert sorted(set(epochs)) == [0, 1, 2, 3, 4]
+
+
+def test_fit_phases_lints_every_phase_and_warns_once_per_trap():
+    model = _model()
+    with pytest.warns(tfl.TransferWarning) as record:
+        fit_phases(model, two_phase(1, 1), images(16) / 255.0, LABELS, batch_size=8, verbose=0)
+    unit_range = [w for w in record if "[0, 1]" in str(w.message)]
+    assert len(unit_range) == 1  # phase 1 warned; phase 2 saw the same trap and stayed quiet
+    assert "0-255" in str(unit_range[0].message)

@@ -652,6 +652,8 @@ def fit_phases(
     steps = _steps_per_epoch(x, batch_size, steps_per_epoch)
     if steps_per_epoch:
         fit_kwargs["steps_per_epoch"] = steps_per_epoch
+    if isinstance(x, tf.data.Dataset):  # Keras warns about its default shuffle=True otherwise
+        fit_kwargs.setdefault("shuffle", False)
 
     if l2sp:
         from tfl.regularizers import apply_l2sp
