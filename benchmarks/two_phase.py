@@ -107,7 +107,11 @@ def image_benchmark(cfg: dict) -> dict:
     x = keras.layers.Rescaling(1 / 127.5, offset=-1)(inputs)
     outputs = keras.layers.Dense(10, activation="softmax")(base(x))
     scratch = keras.Model(inputs, outputs)
-    scratch.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy", ["accuracy"])
+    scratch.compile(
+        optimizer=keras.optimizers.Adam(1e-3),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+    )
     _, seconds = _timed(lambda: scratch.fit(train, validation_data=val, epochs=epochs, verbose=0))
     results["from_scratch"] = _score(scratch, test, seconds)
     return results
@@ -172,7 +176,9 @@ def text_benchmark(cfg: dict) -> dict:
 
 def _score(model, test, seconds) -> dict:
     values = model.evaluate(test, verbose=0, return_dict=True)
-    return {"test_accuracy": round(float(values["accuracy"]), 4), "seconds": seconds}
+    result = {"test_accuracy": round(float(values["accuracy"]), 4), "seconds": seconds}
+    print(f"{model.name}: {result}", flush=True)
+    return result
 
 
 def main(argv=None) -> dict:
