@@ -268,3 +268,24 @@ def test_fit_phases_lints_every_phase_and_warns_once_per_trap():
     unit_range = [w for w in record if "[0, 1]" in str(w.message)]
     assert len(unit_range) == 1  # phase 1 warned; phase 2 saw the same trap and stayed quiet
     assert "0-255" in str(unit_range[0].message)
+
+
+def test_fit_phases_l2sp_anchors_the_base_at_its_starting_weights():
+    model = _model()
+    start = {id(w): np.array(w) for w in model.backbone.weights}
+    fit_phases(
+        model,
+        two_phase(1, 1, finetune_learning_rate=1e-3),
+        images(16),
+        LABELS,
+        batch_size=8,
+        l2sp=0.5,
+        verbose=0,
+    )
+    # The penalty measures the distance to the weights fit_phases started from.
+    trainable = model.backbone.trainable_weights
+    head_weights = [w for w in model.head.weights if len(w.shape) >= 2]
+    expected = 0.5 * sum(float(np.sum((np.array(w) - start[id(w)]) ** 2)) for w in trainable)
+    expected += 0.01 * sum(float(np.sum(np.array(w) ** 2)) for w in head_weights)
+    assert expected > 0
+    np.testing.assert_allclose(tfl.l2sp_penalty(model), expected, rtol=1e-4)
