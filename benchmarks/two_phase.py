@@ -205,8 +205,12 @@ def main(argv=None) -> dict:
         for method, r in report.get(task, {}).get("results", {}).items():
             print(f"{task:<6} {method:<14} {r['test_accuracy']:>8.3f} {r['seconds']:>8.1f}")
     os.makedirs(args.output, exist_ok=True)
-    name = "two_phase_quick.json" if args.quick else "two_phase.json"
-    with open(os.path.join(args.output, name), "w") as f:
+    path = os.path.join(args.output, "two_phase_quick.json" if args.quick else "two_phase.json")
+    if os.path.exists(path):  # keep the other task's results from an earlier run
+        with open(path) as f:
+            earlier = json.load(f)
+        report = {**{k: v for k, v in earlier.items() if k in ("image", "text")}, **report}
+    with open(path, "w") as f:
         json.dump(report, f, indent=2)
     return report
 
