@@ -289,3 +289,18 @@ def test_fit_phases_l2sp_anchors_the_base_at_its_starting_weights():
     expected += 0.01 * sum(float(np.sum(np.array(w) ** 2)) for w in head_weights)
     assert expected > 0
     np.testing.assert_allclose(tfl.l2sp_penalty(model), expected, rtol=1e-4)
+
+
+def test_fine_tune_in_one_call_writes_the_run_directory(tmp_path):
+    model = _model()
+    run_dir = tmp_path / "run"
+    history = tfl.fine_tune(
+        model, images(16), LABELS, epochs=1, head_epochs=1, run_dir=str(run_dir), batch_size=8,
+        verbose=0,
+    )  # fmt: skip
+    assert [p["name"] for p in history.phases] == ["head", "finetune"]
+    assert (run_dir / "best.keras").exists()
+    rows = (run_dir / "history.csv").read_text().strip().splitlines()
+    assert len(rows) == 1 + 2
+    state = (run_dir / "backup" / "phases.json").read_text()
+    assert '"finetune"' in state  # both phases recorded as finished
