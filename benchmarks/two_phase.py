@@ -58,6 +58,22 @@ def _scratch_batchnorm(model: keras.Model):
             layer.momentum = 0.9
 
 
+def _probe_and_two_phase(pretrained, cfg, train, val, test) -> dict:
+    """A linear probe and `two_phase`, each on a fresh pretrained model, same epoch budget."""
+    plans = {
+        "linear_probe": tfl.feature_extraction(cfg["head"] + cfg["finetune"]),
+        "two_phase": tfl.two_phase(cfg["head"], cfg["finetune"]),
+    }
+    results = {}
+    for method, phases in plans.items():
+        model = pretrained()
+        _, seconds = _timed(
+            lambda m=model, p=phases: tfl.fit_phases(m, p, train, validation_data=val, verbose=0)
+        )
+        results[method] = _score(model, test, seconds)
+    return results
+
+
 def image_benchmark(cfg: dict) -> dict:
     images, labels = load_mnist_5k()
     train_idx, val_idx, test_idx = stratified_split(
@@ -76,26 +92,7 @@ def image_benchmark(cfg: dict) -> dict:
         backbone = tfl.ImageBackbone("mobilenet_v2_torchvision", shape, weights="imagenet")
         return tfl.ImageClassifier(backbone, num_classes=10)
 
-    results = {}
-    model = pretrained()
-    _, seconds = _timed(
-        lambda: tfl.fit_phases(
-            model, tfl.feature_extraction(epochs), train, validation_data=val, verbose=0
-        )
-    )
-    results["linear_probe"] = _score(model, test, seconds)
-
-    model = pretrained()
-    _, seconds = _timed(
-        lambda: tfl.fit_phases(
-            model,
-            tfl.two_phase(cfg["head"], cfg["finetune"]),
-            train,
-            validation_data=val,
-            verbose=0,
-        )
-    )
-    results["two_phase"] = _score(model, test, seconds)
+    results = _probe_and_two_phase(pretrained, cfg, train, val, test)
 
     # From scratch: a plain Keras MobileNetV2 (the same architecture), BatchNorm in training mode.
     keras.utils.set_random_seed(SEED)
@@ -138,26 +135,7 @@ def text_benchmark(cfg: dict) -> dict:
         preprocessor = tfl.text.bert_preprocessor(tfl.text.MINILM, sequence_length=cfg["length"])
         return tfl.TextClassifier(backbone, num_classes=2, preprocessor=preprocessor)
 
-    results = {}
-    model = model_from(True)
-    _, seconds = _timed(
-        lambda: tfl.fit_phases(
-            model, tfl.feature_extraction(epochs), train, validation_data=val, verbose=0
-        )
-    )
-    results["linear_probe"] = _score(model, test, seconds)
-
-    model = model_from(True)
-    _, seconds = _timed(
-        lambda: tfl.fit_phases(
-            model,
-            tfl.two_phase(cfg["head"], cfg["finetune"]),
-            train,
-            validation_data=val,
-            verbose=0,
-        )
-    )
-    results["two_phase"] = _score(model, test, seconds)
+    results = _probe_and_two_phase(lambda: model_from(True), cfg, train, val, test)
 
     model = model_from(False)  # same architecture, random weights, everything trains
     _, seconds = _timed(

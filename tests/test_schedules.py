@@ -304,3 +304,24 @@ def test_fine_tune_in_one_call_writes_the_run_directory(tmp_path):
     assert len(rows) == 1 + 2
     state = (run_dir / "backup" / "phases.json").read_text()
     assert '"finetune"' in state  # both phases recorded as finished
+
+
+def test_reduce_lr_on_plateau_acts_in_constant_phases_and_sits_out_scheduled_ones():
+    model = _model()
+    # Reduces at every epoch end after the first (no later improvement is big enough). Keras's
+    # callback raises TypeError on a scheduled rate: phase 2 would fail if it took part there.
+    plateau = keras.callbacks.ReduceLROnPlateau(monitor="loss", factor=0.5, patience=0,
+                                                min_delta=1e9, verbose=0)  # fmt: skip
+    history = fit_phases(
+        model,
+        two_phase(3, 2, head_learning_rate=1e-3, finetune_learning_rate=1e-3),
+        images(16),
+        LABELS,
+        batch_size=8,
+        callbacks=[plateau],
+        verbose=0,
+    )
+    rates = history.history["learning_rate"]
+    assert rates[:3] == pytest.approx([1e-3, 1e-3, 5e-4])  # the rate each epoch trained with
+    # Phase 2 (2 epochs x 2 steps, cosine from 1e-3) followed its schedule untouched.
+    assert rates[3:] == pytest.approx([5e-4, 0.0], abs=1e-9)

@@ -534,11 +534,17 @@ def _backup_dir(callbacks) -> str | None:
     return None
 
 
-def _phase_callbacks(callbacks, backup_root, index):
-    """The user's callbacks for one phase: BackupAndRestore re-pointed to the phase's dir."""
+def _phase_callbacks(callbacks, backup_root, index, scheduled):
+    """The user's callbacks for one phase.
+
+    BackupAndRestore is re-pointed to the phase's own directory; ReduceLROnPlateau sits out
+    phases whose learning rate follows a schedule (the schedule decides the rate there).
+    """
     result = []
     for cb in callbacks:
-        if isinstance(cb, keras.callbacks.BackupAndRestore):
+        if scheduled and isinstance(cb, keras.callbacks.ReduceLROnPlateau):
+            continue
+        if backup_root and isinstance(cb, keras.callbacks.BackupAndRestore):
             cb = keras.callbacks.BackupAndRestore(
                 os.path.join(backup_root, f"phase-{index}"),
                 save_freq=cb.save_freq,
@@ -600,7 +606,8 @@ def fit_phases(
     that stops early (EarlyStopping) hands over at the epoch it reached.
 
     Callbacks are shared by all phases, with Keras semantics: EarlyStopping and
-    ReduceLROnPlateau restart their patience in each phase, a ModelCheckpoint with
+    ReduceLROnPlateau restart their patience in each phase (ReduceLROnPlateau sits out a
+    phase whose rate follows a schedule: warmup, cosine, one-cycle), a ModelCheckpoint with
     `save_best_only` keeps the best over the whole run (also after a restart, from the CSV
     log), CSVLogger/TensorBoard append. A `BackupAndRestore` makes the run resumable (see the
     module docstring): call `fit_phases` again with the same arguments after a crash.
@@ -713,9 +720,12 @@ def fit_phases(
             from tfl.callbacks import lint as lint_model
 
             lint_model(model, first)
+        scheduled = isinstance(
+            getattr(optimizer, "_learning_rate", None),
+            keras.optimizers.schedules.LearningRateSchedule,
+        )
         phase_callbacks = [_PhaseLogs(index, history)]
-        phase_callbacks += _phase_callbacks(callbacks, backup_root, index) if backup_root else []
-        phase_callbacks += [] if backup_root else callbacks
+        phase_callbacks += _phase_callbacks(callbacks, backup_root, index, scheduled)
         model._initial_epoch = None  # Keras never resets what BackupAndRestore set
         start = epoch
         fit_history = model.fit(
