@@ -1,0 +1,389 @@
+"""Pieces every `tfl.data` loader shares: label maps, stable splits, bad-input reports, results.
+
+- `LabelMap`: label name <-> class index, saved with the run (`labels.json`) so that predictions
+  can be turned back into names later.
+- `hash_split`: a split that depends only on each example's key and the seed, so adding data
+  never moves an example between train / validation / test (the idea of TF Hub's `retrain.py`).
+- `BadInputReport`: inputs that were skipped (undecodable files, bad rows) are listed, counted,
+  warned about once and saved as `bad_inputs.txt`; never dropped silently.
+- `DataSplits`: what every loader returns; `train, val, test = data` works.
+- `mark` / `make_fingerprint`: the `_tfl_augmented` and `_tfl_fingerprint` attributes that
+  `tfl.cache` reads to decide whether cached bottleneck features can be reused.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import numbers
+import os
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+
+LABELS_FILE = "labels.json"
+DATA_FILE = "data.json"
+BAD_INPUTS_FILE = "bad_inputs.txt"
+SPLIT_NAMES = ("train", "validation", "test")
+
+
+def _as_name(value: Any) -> str:
+    if isinstance(value, bytes):
+        return value.decode("utf-8")
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
+
+
+class LabelMap:
+    """Class names and their indices: index `i` is `names[i]`.
+
+    Args:
+        names: the class names in index order; unique and non-empty (each is turned into `str`).
+
+    Example:
+    >>> from tfl.data.splits import LabelMap
+    >>> labels = LabelMap.from_values(["dog", "cat", "dog"])
+    >>> labels.names, labels.encode(["dog", "cat"]).tolist(), labels.decode([1, 0])
+    (['cat', 'dog'], [1, 0], ['dog', 'cat'])
+    """
+
+    def __init__(self, names: Sequence[Any]):
+        names = [_as_name(n) for n in names]
+        if not names:
+            raise ValueError("Received names=[]; expected at least one class name.")
+        if any(n == "" for n in names):
+            raise ValueError(
+                f"Received names={names!r} with an empty name; give every class a name."
+            )
+        seen, duplicates = set(), []
+        for n in names:
+            if n in seen:
+                duplicates.append(n)
+            seen.add(n)
+        if duplicates:
+            raise ValueError(
+                f"Received names with duplicates {sorted(set(duplicates))!r}; expected unique "
+                "class names."
+            )
+        self.names: list[str] = names
+        self._index = {n: i for i, n in enumerate(names)}
+        self._numeric = all(n.lstrip("-").isdigit() for n in names)
+
+    @classmethod
+    def from_values(cls, values: Any) -> LabelMap:
+        """The sorted unique labels in `values`; integers sort numerically (2 before 10)."""
+        values = list(np.asarray(values, dtype=object).reshape(-1))
+        if not values:
+            raise ValueError("Received no label values; expected at least one label.")
+        if all(_is_int(v) or (isinstance(v, float) and v.is_integer()) for v in values):
+            unique = sorted({int(v) for v in values})
+        else:
+            unique = sorted({_as_name(v) for v in values})
+        return cls(unique)
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, LabelMap) and self.names == other.names
+
+    def __hash__(self) -> int:
+        return hash(tuple(self.names))
+
+    def __repr__(self) -> str:
+        shown = self.names if len(self) <= 10 else [*self.names[:10], "..."]
+        return f"LabelMap({shown!r}, {len(self)} classes)"
+
+    def encode(self, values: Any, where: Sequence[str] | None = None) -> np.ndarray:
+        """Class indices (int64) of `values`: names, or integers already in `range(len(self))`.
+
+        An integer is first looked up as a name (labels read from a file as 3, 5, 7 have names
+        "3", "5", "7"); only maps whose names are not numbers take integers as indices.
+
+        Args:
+            values: label names or indices, any sequence or array.
+            where: where each value came from (e.g. "train.csv row 12"), for error messages.
+
+        Raises:
+            ValueError: a label is not in the map; the message names it, where it occurred and
+                the known labels.
+        """
+        flat = list(np.asarray(values, dtype=object).reshape(-1))
+        out = np.empty(len(flat), dtype=np.int64)
+        for i, value in enumerate(flat):
+            name = _as_name(value)
+            index = self._index.get(name)
+            if index is None and not self._numeric and _is_int(value) and 0 <= value < len(self):
+                index = int(value)
+            if index is None:
+                place = where[i] if where is not None else f"position {i}"
+                known = self.names if len(self) <= 20 else [*self.names[:20], "..."]
+                raise ValueError(
+                    f"Unknown label {name!r} at {place}; the known labels are {known}. Fix the "
+                    "label, or build the LabelMap from all labels (LabelMap.from_values)."
+                )
+            out[i] = index
+        return out.reshape(np.shape(values)) if np.ndim(values) > 1 else out
+
+    def decode(self, indices: Any) -> list[str]:
+        """The names of class indices (a flat list)."""
+        flat = np.asarray(indices).reshape(-1)
+        bad = [int(i) for i in flat if not 0 <= int(i) < len(self)]
+        if bad:
+            raise ValueError(
+                f"Received class indices {bad[:5]}; expected integers in [0, {len(self)})."
+            )
+        return [self.names[int(i)] for i in flat]
+
+    def save(self, path: str) -> str:
+        """Writes the names as JSON to `path` (a run directory gets `labels.json`); returns it."""
+        path = os.fspath(path)
+        if not path.endswith(".json"):
+            os.makedirs(path, exist_ok=True)
+            path = os.path.join(path, LABELS_FILE)
+        elif os.path.dirname(path):
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "w", encoding="utf-8") as f:
+            json.dump({"names": self.names}, f, indent=1, ensure_ascii=False)
+        return path
+
+    @classmethod
+    def load(cls, path: str) -> LabelMap:
+        """Reads a map written by `save` from a run directory or a `.json` file."""
+        path = os.fspath(path)
+        file = path if path.endswith(".json") else os.path.join(path, LABELS_FILE)
+        if not os.path.exists(file):
+            raise FileNotFoundError(
+                f"No label map at {file}. Pass the run directory a tfl.data loader saved to "
+                "(run_dir=...), or a file written by LabelMap.save."
+            )
+        with open(file, encoding="utf-8") as f:
+            content = json.load(f)
+        names = content.get("names") if isinstance(content, dict) else content
+        if not isinstance(names, list):
+            raise ValueError(f"{file} holds no list of names; expected {{'names': [...]}}.")
+        return cls(names)
+
+
+def _unit_hash(seed: int, key: str) -> float:
+    digest = hashlib.sha256(f"{seed}:{key}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2.0**64
+
+
+def hash_split(
+    keys: Sequence[str], fractions: Sequence[float] = (0.8, 0.1, 0.1), seed: int = 0
+) -> list[np.ndarray]:
+    """Splits examples by a hash of their keys: sorted index arrays, one per fraction.
+
+    A key's split depends only on `(seed, key)`: sha256 of `f"{seed}:{key}"` gives a number in
+    [0, 1) that falls into one of the cumulative fractions. So adding examples never moves the
+    old ones between splits (a test image never leaks into training when the folder grows), and
+    every class is split in the same proportions in expectation. Use a key that identifies the
+    example (a file path relative to the data root, a hash of its bytes), not a row number.
+
+    Args:
+        keys: one key per example (converted with `str`).
+        fractions: non-negative fractions summing to 1, e.g. `(0.8, 0.1, 0.1)`.
+        seed: a different seed gives a different, equally stable split.
+
+    Example:
+    >>> from tfl.data.splits import hash_split
+    >>> train, val, test = hash_split([f"img_{i}.jpg" for i in range(1000)])
+    >>> len(train) + len(val) + len(test), 750 < len(train) < 850
+    (1000, True)
+    """
+    fractions = [float(f) for f in fractions]
+    if not fractions or any(f < 0 for f in fractions) or abs(sum(fractions) - 1.0) > 1e-6:
+        raise ValueError(
+            f"Received fractions={tuple(fractions)}; expected non-negative numbers summing to "
+            "1, e.g. (0.8, 0.1, 0.1)."
+        )
+    u = np.array([_unit_hash(seed, str(k)) for k in keys], dtype=np.float64)
+    edges = np.cumsum(fractions)[:-1]
+    which = np.searchsorted(edges, u, side="right")
+    return [np.flatnonzero(which == i).astype(np.int64) for i in range(len(fractions))]
+
+
+def check_split_classes(
+    y: np.ndarray,
+    parts: Sequence[np.ndarray],
+    split_names: Sequence[str],
+    labels: LabelMap | None = None,
+) -> tuple[dict[str, dict[str, int]], list[str]]:
+    """Counts per split and class, and a message for each class missing from a non-empty split.
+
+    Example:
+    >>> from tfl.data.splits import check_split_classes
+    >>> counts, problems = check_split_classes(
+    ...     np.array([0, 0, 1]), [np.array([0, 2]), np.array([1])], ["train", "test"]
+    ... )
+    >>> counts["test"], problems
+    ({'0': 1, '1': 0}, ["class '1' has no examples in the test split (1 examples)"])
+    """
+    y = np.asarray(y)
+    num_classes = len(labels) if labels is not None else int(y.max()) + 1 if y.size else 0
+    names = labels.names if labels is not None else [str(i) for i in range(num_classes)]
+    counts, problems = {}, []
+    for split, idx in zip(split_names, parts, strict=True):
+        found = np.bincount(y[idx].astype(np.int64), minlength=num_classes)
+        counts[split] = {n: int(c) for n, c in zip(names, found, strict=True)}
+        if len(idx):
+            problems += [
+                f"class {n!r} has no examples in the {split} split ({len(idx)} examples)"
+                for n, c in zip(names, found, strict=True)
+                if c == 0
+            ]
+    return counts, problems
+
+
+class BadInputReport:
+    """Inputs that were skipped or rejected, with the reason for each.
+
+    Args:
+        total: how many inputs were looked at (for the summary), if known.
+        kind: what an input is, for the summary ("files", "rows").
+
+    Example:
+    >>> from tfl.data.splits import BadInputReport
+    >>> report = BadInputReport(total=120)
+    >>> report.add("cats/a.jpg", "not an image")
+    >>> report.summary()
+    '1 of 120 files were skipped: cats/a.jpg (not an image).'
+    """
+
+    def __init__(self, total: int | None = None, kind: str = "files"):
+        self.total = total
+        self.kind = kind
+        self.items: list[tuple[str, str]] = []
+
+    def add(self, where: str, reason: str) -> None:
+        """Records one skipped input: where it is (a path, "file.csv row 12") and why."""
+        self.items.append((str(where), " ".join(str(reason).split())))
+
+    @property
+    def count(self) -> int:
+        return len(self.items)
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __repr__(self) -> str:
+        return f"BadInputReport(count={self.count})"
+
+    def summary(self, first: int = 5) -> str:
+        """One line: how many were skipped and the first few with their reasons."""
+        if not self.items:
+            return f"No {self.kind} were skipped."
+        of = f" of {self.total}" if self.total is not None else ""
+        shown = ", ".join(f"{w} ({r})" for w, r in self.items[:first])
+        more = f", and {self.count - first} more" if self.count > first else ""
+        return f"{self.count}{of} {self.kind} were skipped: {shown}{more}."
+
+    def save(self, run_dir: str) -> str | None:
+        """Writes `bad_inputs.txt` (one `where<TAB>reason` a line) if anything was skipped."""
+        if not self.items:
+            return None
+        os.makedirs(run_dir, exist_ok=True)
+        path = os.path.join(run_dir, BAD_INPUTS_FILE)
+        with open(path, "w", encoding="utf-8") as f:
+            f.writelines(f"{w}\t{r}\n" for w, r in self.items)
+        return path
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, (tuple, set)):
+        return list(value)
+    return str(value)
+
+
+@dataclasses.dataclass
+class DataSplits:
+    """What every `tfl.data` loader returns: the datasets, the label map and what was skipped.
+
+    `train, val, test = data` unpacks the three datasets (any may be None).
+
+    Attributes:
+        train: batched `(x, y)` training data, shuffled each epoch; None if there is none.
+        validation: batched validation data (never shuffled), or None.
+        test: batched test data (never shuffled), or None.
+        labels: the `LabelMap` for class labels, or None (regression).
+        report: inputs that were skipped and why.
+        info: counts per split and class, the source and the settings used.
+
+    Example:
+    >>> from tfl.data.splits import BadInputReport, DataSplits
+    >>> data = DataSplits(None, None, None, labels=None, report=BadInputReport(), info={})
+    >>> train, val, test = data
+    """
+
+    train: tf.data.Dataset | None
+    validation: tf.data.Dataset | None
+    test: tf.data.Dataset | None
+    labels: LabelMap | None
+    report: BadInputReport
+    info: dict = dataclasses.field(default_factory=dict)
+
+    def __iter__(self) -> Iterator[tf.data.Dataset | None]:
+        yield self.train
+        yield self.validation
+        yield self.test
+
+    def save(self, run_dir: str) -> None:
+        """Writes `labels.json`, `data.json` (the info) and `bad_inputs.txt` into `run_dir`."""
+        os.makedirs(run_dir, exist_ok=True)
+        if self.labels is not None:
+            self.labels.save(run_dir)
+        with open(os.path.join(run_dir, DATA_FILE), "w", encoding="utf-8") as f:
+            json.dump(self.info, f, indent=1, default=_jsonable, ensure_ascii=False)
+        self.report.save(run_dir)
+
+
+def make_fingerprint(*parts: Any) -> str:
+    """A hex sha256 of `parts` (JSON-serialisable values; numpy arrays hash their bytes).
+
+    Example:
+    >>> from tfl.data.splits import make_fingerprint
+    >>> make_fingerprint("a", 1) == make_fingerprint("a", 1) != make_fingerprint("a", 2)
+    True
+    """
+    h = hashlib.sha256()
+    for part in parts:
+        if isinstance(part, np.ndarray):
+            h.update(f"array{part.dtype.str}{part.shape}".encode())
+            h.update(np.ascontiguousarray(part).tobytes())
+        else:
+            h.update(json.dumps(part, sort_keys=True, default=_jsonable).encode())
+        h.update(b"\x00")
+    return h.hexdigest()
+
+
+def mark(ds: tf.data.Dataset, augmented: bool, fingerprint: str) -> tf.data.Dataset:
+    """Sets the attributes `tfl.cache` reads: `_tfl_augmented` and `_tfl_fingerprint`.
+
+    Call it on the final dataset (after batch / prefetch): a new transformation returns a new
+    object without them.
+
+    Example:
+    >>> import tensorflow as tf
+    >>> from tfl.data.splits import mark
+    >>> ds = mark(tf.data.Dataset.range(3), augmented=False, fingerprint="ab12")
+    >>> ds._tfl_augmented, ds._tfl_fingerprint
+    (False, 'ab12')
+    """
+    ds._tfl_augmented = bool(augmented)
+    ds._tfl_fingerprint = str(fingerprint)
+    return ds
