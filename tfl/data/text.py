@@ -1,0 +1,762 @@
+"""Text classification data: CSV / TSV / JSONL files and Python lists as `tf.data` splits.
+
+Every loader returns a `tfl.data.splits.DataSplits` whose datasets yield batches of
+`(raw strings, int64 class indices)`. Tokenisation happens inside the model: a
+`tfl.TextClassifier` built with a keras-hub preprocessor (`text_preprocessor`,
+`tfl.text.bert_preprocessor`) maps it over the data in `fit` / `predict`, so the same files
+work with any preset and sequence length. With several text columns (sentence pairs), `x` is a
+tuple of string tensors, which keras-hub's BERT preprocessors pack as `[CLS] a [SEP] b [SEP]`.
+
+Splits come from `hash_split` on the text itself: a row's split depends only on its text and the
+seed, so appending rows to a file never moves an old row between train / validation / test, and
+duplicates of one text always land in the same split (no train/test leakage through repeated
+sentences). Bad rows (empty text, missing label, malformed JSON) are skipped, listed in
+`data.report` (`bad_inputs.txt` in `run_dir`) and warned about once; never dropped silently.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import warnings
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+
+from tfl import text as tfl_text
+from tfl.data.splits import (
+    SPLIT_NAMES,
+    BadInputReport,
+    DataSplits,
+    LabelMap,
+    check_split_classes,
+    hash_split,
+    make_fingerprint,
+    mark,
+)
+
+DEFAULT_SPLITS = (0.8, 0.1, 0.1)
+# Joins the fields of a text pair into one hash key; a control character no text contains.
+_PAIR_SEPARATOR = "\x1f"
+
+
+# === Reading files ===
+
+
+class _Rows:
+    """Rows read from one file: texts (tuples for pairs), label strings and where each came from."""
+
+    def __init__(self, source: str):
+        self.source = source
+        self.texts: list[tuple[str, ...]] = []
+        self.labels: list[Any] = []
+        self.where: list[str] = []
+
+
+def _check_columns(value: str | Sequence[str], name: str) -> list[str]:
+    columns = [value] if isinstance(value, str) else list(value)
+    if not columns or not all(isinstance(c, str) and c for c in columns):
+        raise ValueError(
+            f"Received {name}={value!r}; expected a column name or a list of column names."
+        )
+    return columns
+
+
+def _open_text(path: str, encoding: str):
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"No such file: {path!r}. Pass the path of an existing file.")
+    return open(path, encoding=encoding, newline="")
+
+
+def _decode_error(path: str, encoding: str, error: UnicodeDecodeError) -> ValueError:
+    return ValueError(
+        f"Could not read {path!r} as {encoding!r} ({error.reason} at byte {error.start}). "
+        "Pass the file's encoding, e.g. encoding='utf-8-sig', 'latin-1' or 'cp1252'."
+    )
+
+
+def _delimiter_for(path: str, delimiter: str | None) -> str:
+    if delimiter is not None:
+        if not isinstance(delimiter, str) or len(delimiter) != 1:
+            raise ValueError(f"Received delimiter={delimiter!r}; expected one character.")
+        return delimiter
+    return "\t" if path.lower().endswith((".tsv", ".tab")) else ","
+
+
+def _is_blank(value: Any) -> bool:
+    return value is None or (isinstance(value, str) and not value.strip())
+
+
+def _add_row(
+    rows: _Rows,
+    report: BadInputReport,
+    where: str,
+    texts: Sequence[Any],
+    label: Any,
+) -> None:
+    """Keeps a row, or records why it is skipped (empty text, missing label)."""
+    if any(_is_blank(t) for t in texts):
+        report.add(where, "empty text")
+    elif _is_blank(label):
+        report.add(where, "empty label")
+    elif isinstance(label, (list, dict)):
+        report.add(where, f"label {label!r} is not a single value")
+    else:
+        rows.texts.append(tuple(str(t) for t in texts))
+        rows.labels.append(label)
+        rows.where.append(where)
+
+
+def _read_csv(
+    path: str,
+    text_columns: list[str],
+    label_column: str,
+    delimiter: str | None,
+    encoding: str,
+    report: BadInputReport,
+) -> _Rows:
+    rows = _Rows(path)
+    try:
+        with _open_text(path, encoding) as f:
+            reader = csv.reader(f, delimiter=_delimiter_for(path, delimiter))
+            header = next(reader, None)
+            if header is None:
+                raise ValueError(f"{path!r} is empty; expected a header row and data rows.")
+            if header and header[0].startswith("\ufeff"):  # a byte-order mark read as utf-8
+                header[0] = header[0][1:]
+            header = [h.strip() for h in header]
+            missing = [c for c in [*text_columns, label_column] if c not in header]
+            if missing:
+                raise ValueError(
+                    f"Column {missing[0]!r} is not in {path!r}; its columns are {header}. "
+                    "Pass one of them (text_column=..., label_column=...), or check the "
+                    "delimiter (delimiter=...)."
+                )
+            text_index = [header.index(c) for c in text_columns]
+            label_index = header.index(label_column)
+            for number, record in enumerate(reader, start=2):  # the header is row 1
+                if not record or all(not field.strip() for field in record):
+                    continue  # blank lines hold no example
+                where = f"{path} row {number}"
+                if len(record) > len(header):
+                    report.add(
+                        where,
+                        f"{len(record)} fields but the header has {len(header)} (quote texts "
+                        "that contain the delimiter)",
+                    )
+                    continue
+                record = record + [""] * (len(header) - len(record))
+                _add_row(rows, report, where, [record[i] for i in text_index], record[label_index])
+    except UnicodeDecodeError as e:
+        raise _decode_error(path, encoding, e) from e
+    return rows
+
+
+def _read_jsonl(
+    path: str,
+    text_keys: list[str],
+    label_key: str,
+    encoding: str,
+    report: BadInputReport,
+) -> _Rows:
+    rows = _Rows(path)
+    seen_keys: set[str] = set()
+    found = {key: False for key in [*text_keys, label_key]}
+    lines = 0
+    try:
+        with _open_text(path, encoding) as f:
+            for number, line in enumerate(f, start=1):
+                if not line.strip():
+                    continue
+                lines += 1
+                where = f"{path} row {number}"
+                try:
+                    item = json.loads(line)
+                except json.JSONDecodeError as e:
+                    report.add(where, f"malformed JSON ({e.msg} at column {e.colno})")
+                    continue
+                if not isinstance(item, dict):
+                    report.add(where, f"a JSON {type(item).__name__}, not an object")
+                    continue
+                seen_keys.update(item)
+                for key in found:
+                    found[key] = found[key] or key in item
+                _add_row(rows, report, where, [item.get(k) for k in text_keys], item.get(label_key))
+    except UnicodeDecodeError as e:
+        raise _decode_error(path, encoding, e) from e
+    if lines == 0:
+        raise ValueError(f"{path!r} is empty; expected one JSON object per line.")
+    missing = [key for key, present in found.items() if not present]
+    if missing and seen_keys:
+        raise ValueError(
+            f"Key {missing[0]!r} is in no row of {path!r}; its rows have the keys "
+            f"{sorted(seen_keys)}. Pass one of them (text_key=..., label_key=...)."
+        )
+    return rows
+
+
+# === Labels, splits and datasets ===
+
+
+def _int_like(value: Any) -> bool:
+    if isinstance(value, (bool, np.bool_)):
+        return False
+    if isinstance(value, (int, np.integer)):
+        return True
+    return isinstance(value, str) and value.strip().lstrip("-").isdigit()
+
+
+def _label_map(values: Sequence[Any], labels: LabelMap | Sequence[str] | None) -> LabelMap:
+    if isinstance(labels, LabelMap):
+        return labels
+    if labels is not None:
+        return LabelMap(labels)
+    if values and all(_int_like(v) for v in values):
+        return LabelMap.from_values([int(v) for v in values])  # 2 before 10
+    return LabelMap.from_values([str(v).strip() for v in values])
+
+
+def _encode(labels: LabelMap, values: Sequence[Any], where: Sequence[str]) -> np.ndarray:
+    """Class indices; labels read as text ("0", "1") index a map of non-numeric names."""
+    names = set(labels.names)
+    cleaned = []
+    for v in values:
+        name = v.strip() if isinstance(v, str) else v
+        if isinstance(name, str) and name not in names and _int_like(name):
+            name = int(name)
+        cleaned.append(name)
+    array = np.empty(len(cleaned), dtype=object)
+    array[:] = cleaned
+    return labels.encode(array, where=list(where))
+
+
+def _split_key(texts: tuple[str, ...]) -> str:
+    return _PAIR_SEPARATOR.join(texts)
+
+
+def _check_fractions(splits: Sequence[float]) -> tuple[float, ...]:
+    try:
+        fractions = tuple(float(f) for f in splits)
+    except (TypeError, ValueError):
+        fractions = ()
+    if not 1 <= len(fractions) <= 3:
+        raise ValueError(
+            f"Received splits={splits!r}; expected fractions (train, validation[, test]) such "
+            'as (0.8, 0.1, 0.1), or a dict {"train": path, "validation": path, "test": path}.'
+        )
+    return fractions + (0.0,) * (3 - len(fractions))
+
+
+def _check_batch_size(batch_size: int) -> int:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)):
+        raise ValueError(f"Received batch_size={batch_size!r}; expected a positive int.")
+    if batch_size < 1:
+        raise ValueError(f"Received batch_size={batch_size}; expected a positive int.")
+    return int(batch_size)
+
+
+def _dataset(
+    texts: list[tuple[str, ...]],
+    y: np.ndarray,
+    pair: bool,
+    train: bool,
+    seed: int,
+    batch_size: int,
+) -> tf.data.Dataset:
+    columns = [np.array([t[i] for t in texts], dtype=object) for i in range(len(texts[0]))]
+    x = (
+        tuple(tf.constant(c, dtype=tf.string) for c in columns)
+        if pair
+        else tf.constant(columns[0], dtype=tf.string)
+    )
+    ds = tf.data.Dataset.from_tensor_slices((x, tf.constant(y, dtype=tf.int64)))
+    if train:
+        ds = ds.shuffle(len(texts), seed=seed, reshuffle_each_iteration=True)
+    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def _build(
+    parts: dict[str, _Rows],
+    *,
+    labels: LabelMap | Sequence[str] | None,
+    seed: int,
+    batch_size: int,
+    report: BadInputReport,
+    info: dict[str, Any],
+    run_dir: str | None,
+) -> DataSplits:
+    """Encodes labels, builds the three datasets, checks classes, warns once, saves."""
+    batch_size = _check_batch_size(batch_size)
+    all_values = [v for rows in parts.values() for v in rows.labels]
+    label_map = _label_map(all_values, labels)
+    pair = info["columns"] > 1
+    datasets: dict[str, tf.data.Dataset | None] = dict.fromkeys(SPLIT_NAMES)
+    ys: dict[str, np.ndarray] = {}
+    for name, rows in parts.items():
+        y = _encode(label_map, rows.labels, rows.where)
+        ys[name] = y
+        if not rows.texts:
+            continue
+        fingerprint = make_fingerprint(
+            "tfl.data.text",
+            name,
+            [list(t) for t in rows.texts],
+            y,
+            label_map.names,
+            batch_size,
+            seed if name == "train" else None,
+        )
+        ds = _dataset(rows.texts, y, pair, name == "train", seed, batch_size)
+        datasets[name] = mark(ds, augmented=False, fingerprint=fingerprint)
+    names = list(ys)
+    y_all = np.concatenate([ys[n] for n in names]) if names else np.zeros(0, np.int64)
+    offsets = np.cumsum([0] + [len(ys[n]) for n in names])
+    index_parts = [np.arange(offsets[i], offsets[i + 1]) for i in range(len(names))]
+    class_counts, problems = check_split_classes(y_all, index_parts, names, label_map)
+    info.update(
+        counts={n: len(parts[n].texts) for n in names},
+        class_counts=class_counts,
+        skipped=report.count,
+        seed=seed,
+        batch_size=batch_size,
+    )
+    report.total = len(y_all) + report.count
+    messages = []
+    if report.count:
+        messages.append(report.summary())
+    messages += problems
+    if messages:
+        warnings.warn(" ".join(messages), stacklevel=3)
+    data = DataSplits(
+        datasets["train"],
+        datasets["validation"],
+        datasets["test"],
+        labels=label_map,
+        report=report,
+        info=info,
+    )
+    if run_dir is not None:
+        data.save(run_dir)
+    return data
+
+
+def _split_rows(rows: _Rows, fractions: tuple[float, ...], seed: int) -> dict[str, _Rows]:
+    keys = [_split_key(t) for t in rows.texts]
+    indices = hash_split(keys, fractions, seed=seed)
+    parts = {}
+    for name, fraction, idx in zip(SPLIT_NAMES, fractions, indices, strict=True):
+        if fraction == 0:
+            continue
+        if len(idx) == 0:
+            raise ValueError(
+                f"The {name} split is empty: {len(rows.texts)} rows from {rows.source} were "
+                f"split with fractions {fractions}. Add rows, or set the {name} fraction to 0 "
+                "(e.g. splits=(0.9, 0.1, 0.0))."
+            )
+        part = _Rows(rows.source)
+        part.texts = [rows.texts[i] for i in idx]
+        part.labels = [rows.labels[i] for i in idx]
+        part.where = [rows.where[i] for i in idx]
+        parts[name] = part
+    return parts
+
+
+def _load_files(
+    path: str | os.PathLike | Mapping[str, str | os.PathLike],
+    read: Any,
+    *,
+    columns: list[str],
+    splits: Sequence[float],
+    seed: int,
+    batch_size: int,
+    labels: LabelMap | Sequence[str] | None,
+    run_dir: str | None,
+    info: dict[str, Any],
+) -> DataSplits:
+    report = BadInputReport(kind="rows")
+    if isinstance(path, Mapping):
+        unknown = [k for k in path if k not in SPLIT_NAMES]
+        if unknown or "train" not in path:
+            raise ValueError(
+                f"Received a dict of files with keys {list(path)}; expected 'train' and "
+                f"optionally 'validation' and 'test'."
+            )
+        parts = {}
+        for name in SPLIT_NAMES:
+            if name in path:
+                source = os.fspath(path[name])
+                rows = read(source, report)
+                if not rows.texts:
+                    raise ValueError(
+                        f"The {name} split is empty: {source!r} has no usable rows "
+                        f"({report.summary()}). Fix the rows or leave the file out."
+                    )
+                parts[name] = rows
+        info.update(source={k: os.fspath(v) for k, v in path.items()}, splits="files")
+    else:
+        source = os.fspath(path)
+        fractions = _check_fractions(splits)
+        rows = read(source, report)
+        if not rows.texts:
+            raise ValueError(
+                f"{source!r} has no usable rows ({report.summary()}). Fix the rows listed."
+            )
+        parts = _split_rows(rows, fractions, seed)
+        info.update(source=source, splits=list(fractions))
+    info["columns"] = len(columns)
+    return _build(
+        parts,
+        labels=labels,
+        seed=seed,
+        batch_size=batch_size,
+        report=report,
+        info=info,
+        run_dir=run_dir,
+    )
+
+
+# === Public loaders ===
+
+
+def from_csv(
+    path: str | os.PathLike | Mapping[str, str | os.PathLike],
+    text_column: str | Sequence[str],
+    label_column: str,
+    *,
+    delimiter: str | None = None,
+    splits: Sequence[float] = DEFAULT_SPLITS,
+    seed: int = 0,
+    batch_size: int = 32,
+    labels: LabelMap | Sequence[str] | None = None,
+    encoding: str = "utf-8",
+    run_dir: str | None = None,
+) -> DataSplits:
+    """Text classification data from a CSV or TSV file with a header row.
+
+    Fields are parsed with Python's `csv` module, so quoted texts may hold the delimiter,
+    quotes (`""`) and line breaks. Rows with an empty text or label, or with more fields than
+    the header, are skipped and listed in `data.report` as `"<path> row N"` (N counts records,
+    the header is row 1), with one warning for all of them. Blank lines are ignored.
+
+    Rows are split by a hash of their text (see `tfl.data.splits.hash_split`): appending rows
+    never moves old ones, and repeated texts stay in one split, so none leaks into the test set.
+
+    Args:
+        path: the file, or a dict `{"train": path, "validation": path, "test": path}` of files
+            that are already split ("validation" and "test" optional; `splits` is then unused).
+        text_column: the text column, or a list of columns for text pairs (`x` is then a tuple
+            of string tensors, packed by keras-hub's preprocessors as sentence pairs).
+        label_column: the label column (names such as "pos", or integers).
+        delimiter: one character; None means tab for `.tsv` / `.tab` files, else comma.
+        splits: fractions `(train, validation, test)`; a fraction of 0 gives no such split.
+        seed: the split seed and the training shuffle seed.
+        batch_size: examples per batch.
+        labels: the class names (a `LabelMap` or a list) to enforce; a label outside them
+            raises ValueError naming it and its row. None: the sorted labels found (integers
+            sort numerically).
+        encoding: the file encoding, e.g. "utf-8-sig" or "latin-1".
+        run_dir: if given, `labels.json`, `data.json` and `bad_inputs.txt` are written there.
+
+    Returns:
+        A `DataSplits`: batched `(strings, int64 labels)`; training shuffles each epoch.
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        ValueError: a column is missing (the message lists the columns that exist), the file
+            is empty or undecodable, a split is empty, or a label is not in `labels`.
+
+    Example:
+    >>> import tempfile
+    >>> from tfl.data.text import from_csv
+    >>> path = os.path.join(tempfile.mkdtemp(), "reviews.csv")
+    >>> with open(path, "w") as f:
+    ...     _ = f.write('text,label\\n"Great, really",pos\\nDull,neg\\nFun,pos\\n')
+    >>> data = from_csv(path, "text", "label", splits=(1.0,))
+    >>> data.labels.names, data.info["counts"]
+    (['neg', 'pos'], {'train': 3})
+    """
+    columns = _check_columns(text_column, "text_column")
+    if not isinstance(label_column, str) or not label_column:
+        raise ValueError(f"Received label_column={label_column!r}; expected a column name.")
+
+    def read(source: str, report: BadInputReport) -> _Rows:
+        return _read_csv(source, columns, label_column, delimiter, encoding, report)
+
+    info = {"format": "csv", "text_column": columns, "label_column": label_column}
+    return _load_files(
+        path,
+        read,
+        columns=columns,
+        splits=splits,
+        seed=seed,
+        batch_size=batch_size,
+        labels=labels,
+        run_dir=run_dir,
+        info=info,
+    )
+
+
+def from_jsonl(
+    path: str | os.PathLike | Mapping[str, str | os.PathLike],
+    text_key: str | Sequence[str],
+    label_key: str,
+    *,
+    splits: Sequence[float] = DEFAULT_SPLITS,
+    seed: int = 0,
+    batch_size: int = 32,
+    labels: LabelMap | Sequence[str] | None = None,
+    encoding: str = "utf-8",
+    run_dir: str | None = None,
+) -> DataSplits:
+    """Text classification data from a JSON Lines file (one JSON object per line).
+
+    Lines that are not valid JSON objects, or have an empty text or label, are skipped and
+    listed in `data.report` as `"<path> row N"` (N is the 1-based line number) with one
+    warning. Splits, pairs and the other options work as in `from_csv`.
+
+    Args:
+        path: the file, or a dict `{"train": path, "validation": path, "test": path}`.
+        text_key: the text key, or a list of keys for text pairs.
+        label_key: the label key.
+        splits: fractions `(train, validation, test)`.
+        seed: the split seed and the training shuffle seed.
+        batch_size: examples per batch.
+        labels: the class names to enforce, or None for the sorted labels found.
+        encoding: the file encoding.
+        run_dir: if given, `labels.json`, `data.json` and `bad_inputs.txt` are written there.
+
+    Returns:
+        A `DataSplits` of batched `(strings, int64 labels)`.
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        ValueError: a key is in no row (the message lists the keys that exist), the file is
+            empty or undecodable, a split is empty, or a label is not in `labels`.
+
+    Example:
+    >>> import tempfile
+    >>> from tfl.data.text import from_jsonl
+    >>> path = os.path.join(tempfile.mkdtemp(), "reviews.jsonl")
+    >>> with open(path, "w") as f:
+    ...     _ = f.write('{"text": "Great", "stars": 5}\\n{"text": "Dull", "stars": 1}\\n')
+    >>> data = from_jsonl(path, "text", "stars", splits=(1.0,))
+    >>> data.labels.names
+    ['1', '5']
+    """
+    keys = _check_columns(text_key, "text_key")
+    if not isinstance(label_key, str) or not label_key:
+        raise ValueError(f"Received label_key={label_key!r}; expected a key name.")
+
+    def read(source: str, report: BadInputReport) -> _Rows:
+        return _read_jsonl(source, keys, label_key, encoding, report)
+
+    info = {"format": "jsonl", "text_key": keys, "label_key": label_key}
+    return _load_files(
+        path,
+        read,
+        columns=keys,
+        splits=splits,
+        seed=seed,
+        batch_size=batch_size,
+        labels=labels,
+        run_dir=run_dir,
+        info=info,
+    )
+
+
+def from_texts(
+    texts: Sequence[str] | np.ndarray | tuple[Sequence[str], ...],
+    labels: Sequence[Any] | np.ndarray,
+    *,
+    label_names: LabelMap | Sequence[str] | None = None,
+    splits: Sequence[float] = DEFAULT_SPLITS,
+    seed: int = 0,
+    batch_size: int = 32,
+    run_dir: str | None = None,
+) -> DataSplits:
+    """Text classification data from Python lists or numpy arrays.
+
+    Empty texts and missing labels (None, "") are skipped and reported as `"texts[i]"`.
+    Splits work as in `from_csv` (by a hash of the text: no leakage of repeated texts).
+
+    Args:
+        texts: strings, or a tuple of equally long sequences of strings for text pairs.
+        labels: one label per text: names, or integers (with `label_names`, integers in
+            range are class indices).
+        label_names: the class names (`LabelMap` or list) to enforce; None: the sorted labels.
+        splits: fractions `(train, validation, test)`.
+        seed: the split seed and the training shuffle seed.
+        batch_size: examples per batch.
+        run_dir: if given, `labels.json`, `data.json` and `bad_inputs.txt` are written there.
+
+    Returns:
+        A `DataSplits` of batched `(strings, int64 labels)`.
+
+    Example:
+    >>> from tfl.data.text import from_texts
+    >>> data = from_texts(["good", "bad", "fun", "dull"], [1, 0, 1, 0], splits=(1.0,))
+    >>> x, y = next(iter(data.train))
+    >>> sorted(x.numpy().tolist()), data.labels.names
+    ([b'bad', b'dull', b'fun', b'good'], ['0', '1'])
+    """
+    pair = isinstance(texts, tuple) and texts and not isinstance(texts[0], str)
+    columns = [list(c) for c in texts] if pair else [list(np.asarray(texts, dtype=object))]
+    values = list(np.asarray(labels, dtype=object).reshape(-1))
+    lengths = {len(c) for c in columns}
+    if len(lengths) != 1 or len(values) not in lengths:
+        raise ValueError(
+            f"Received {[len(c) for c in columns]} texts and {len(values)} labels; expected "
+            "one label per text."
+        )
+    if not values:
+        raise ValueError("Received no texts; expected at least one (text, label).")
+    report = BadInputReport(kind="texts")
+    rows = _Rows("texts")
+    for i, label in enumerate(values):
+        _add_row(rows, report, f"texts[{i}]", [c[i] for c in columns], label)
+    if not rows.texts:
+        raise ValueError(f"No usable texts: {report.summary()}")
+    fractions = _check_fractions(splits)
+    info = {"format": "texts", "source": "texts", "splits": list(fractions)}
+    info["columns"] = len(columns)
+    return _build(
+        _split_rows(rows, fractions, seed),
+        labels=label_names,
+        seed=seed,
+        batch_size=batch_size,
+        report=report,
+        info=info,
+        run_dir=run_dir,
+    )
+
+
+# === Sequence length and preprocessor ===
+
+
+def _segments(texts: Any) -> list[list[str]]:
+    """One list of strings per segment from strings, a tuple of segments, or a dataset."""
+    if isinstance(texts, DataSplits):
+        if texts.train is None:
+            raise ValueError("Received a DataSplits without a train split; pass texts instead.")
+        texts = texts.train
+    if isinstance(texts, tf.data.Dataset):
+        columns: list[list[str]] = []
+        for x, _ in texts.unbatch().as_numpy_iterator():
+            parts = x if isinstance(x, tuple) else (x,)
+            columns = columns or [[] for _ in parts]
+            for column, part in zip(columns, parts, strict=True):
+                column.append(part.decode("utf-8"))
+        return columns
+    if isinstance(texts, str):
+        return [[texts]]
+    if isinstance(texts, tuple) and texts and not isinstance(texts[0], str):
+        return [[str(t) for t in column] for column in texts]
+    return [[str(t) for t in np.asarray(texts, dtype=object).reshape(-1)]]
+
+
+def sequence_length_for(
+    texts: Any,
+    tokenizer: Any,
+    *,
+    percentile: float = 95,
+    max_length: int | None = None,
+    multiple_of: int = 8,
+) -> int:
+    """A packed sequence length that fits `percentile`% of the texts without truncation.
+
+    Each text's length is its token count plus the special tokens the BERT packer adds (`[CLS]`
+    and one `[SEP]` per segment: +2 for single texts, +3 for pairs). The `percentile` of those
+    lengths is rounded up to a multiple of `multiple_of` (at least `multiple_of`) and capped at
+    `max_length` (the backbone's `max_sequence_length`). Pass the TRAINING texts: choosing it
+    from the test set would tune on it.
+
+    Args:
+        texts: strings, a tuple of string sequences (pairs), a dataset of `(x, y)` batches or
+            a `DataSplits` (its train split).
+        tokenizer: a keras-hub tokenizer, e.g. `tfl.text.load_bert_tokenizer()`.
+        percentile: in (0, 100]; 100 fits every text.
+        max_length: the cap, or None.
+        multiple_of: round up to a multiple of this (8 suits accelerators).
+
+    Returns:
+        The sequence length, an int.
+
+    Example:
+    >>> from tfl.data.text import sequence_length_for
+    >>> from tfl.text import load_bert_tokenizer
+    >>> tokenizer = load_bert_tokenizer()
+    >>> sequence_length_for(["a short one", "word " * 20], tokenizer, percentile=100)
+    24
+    >>> sequence_length_for(["word " * 600], tokenizer, max_length=512)
+    512
+    """
+    if isinstance(percentile, bool) or not 0 < float(percentile) <= 100:
+        raise ValueError(f"Received percentile={percentile!r}; expected a number in (0, 100].")
+    if isinstance(multiple_of, bool) or not isinstance(multiple_of, int) or multiple_of < 1:
+        raise ValueError(f"Received multiple_of={multiple_of!r}; expected a positive int.")
+    if max_length is not None and (isinstance(max_length, bool) or int(max_length) < 2):
+        raise ValueError(f"Received max_length={max_length!r}; expected an int >= 2 or None.")
+    segments = _segments(texts)
+    if not segments or not segments[0]:
+        raise ValueError("Received no texts; expected at least one training text.")
+    lengths = np.full(len(segments[0]), 1 + len(segments), dtype=np.int64)
+    chunk = 1024
+    for column in segments:
+        for start in range(0, len(column), chunk):
+            # keras-hub hands ragged outputs back as Python lists outside tf.data.
+            tokens = tokenizer(tf.constant(column[start : start + chunk], dtype=tf.string))
+            if isinstance(tokens, tf.RaggedTensor):
+                lengths[start : start + chunk] += tokens.row_lengths().numpy()
+            else:
+                lengths[start : start + chunk] += [len(t) for t in tokens]
+    length = float(np.percentile(lengths, float(percentile)))
+    length = max(multiple_of, multiple_of * math.ceil(length / multiple_of))
+    if max_length is not None:
+        length = min(length, int(max_length))
+    return int(length)
+
+
+def text_preprocessor(
+    texts: Any,
+    preset: str = tfl_text.MINILM,
+    *,
+    sequence_length: int | str = "auto",
+    percentile: float = 95,
+):
+    """A BERT preprocessor whose sequence length suits the training texts.
+
+    Args:
+        texts: the training texts: strings, a tuple of string sequences (pairs), a dataset of
+            `(x, y)` batches, or a `DataSplits` (its train split is used).
+        preset: a text preset (see `tfl.text.resolve_text_preset`).
+        sequence_length: an int, or "auto": `sequence_length_for(texts, tokenizer,
+            percentile=percentile)` capped at the backbone's `max_sequence_length` (when
+            `tfl.text` can read it from a local preset folder).
+        percentile: the percentile for "auto".
+
+    Returns:
+        `tfl.text.bert_preprocessor(preset, chosen_length)`; the length chosen is its
+        `sequence_length` attribute.
+
+    Example:
+    >>> from tfl.data.text import text_preprocessor
+    >>> preprocessor = text_preprocessor(["a short one", "another short text"])
+    >>> preprocessor.sequence_length
+    8
+    """
+    if sequence_length == "auto":
+        resolved = tfl_text.resolve_text_preset(preset)
+        tokenizer = tfl_text.load_bert_tokenizer(resolved)
+        cap = tfl_text._max_sequence_length(resolved)
+        sequence_length = sequence_length_for(
+            texts, tokenizer, percentile=percentile, max_length=cap
+        )
+    elif isinstance(sequence_length, str):
+        raise ValueError(
+            f"Received sequence_length={sequence_length!r}; expected an int or 'auto'."
+        )
+    return tfl_text.bert_preprocessor(preset, sequence_length)
