@@ -580,6 +580,143 @@ def _history_rows(callbacks) -> list[dict]:
     return []
 
 
+def _resolve_cache(cache, x, phases):
+    """The `FeatureCache` for the frozen phases of this run, or None (see `fit_phases`)."""
+    from tfl.cache import FeatureCache, is_randomly_augmented
+
+    if cache is False or cache is None or all(p.trainable is not None for p in phases):
+        return None
+    if not isinstance(cache, bool | str | os.PathLike | FeatureCache):
+        raise ValueError(
+            f"Received cache={cache!r}; expected 'auto', 'memory', True, False, a folder or a "
+            "tfl.cache.FeatureCache."
+        )
+    readable = (
+        isinstance(x, tf.data.Dataset)
+        or hasattr(x, "__array__")
+        or isinstance(x, list | tuple | dict)
+    )
+    augmented = is_randomly_augmented(x) if readable else None
+    if cache == "auto" or cache == "memory":
+        if not readable or augmented is not False:
+            return None  # augmented, shuffled or unreadable twice: train through the base
+        return FeatureCache(None if cache == "memory" else "auto")
+    if not readable or augmented is None:
+        raise ValueError(
+            f"Received cache={cache!r} with training data of type {type(x).__name__}; the "
+            "feature cache reads arrays or a finite tf.data.Dataset. Pass one, or cache=False."
+        )
+    if augmented and getattr(x, "_tfl_augmented", None):
+        raise ValueError(
+            f"Received cache={cache!r} with randomly augmented training data: cached features "
+            "would freeze one random draw. Turn augmentation off for the frozen phases, or use "
+            "cache=False (the base then runs inside every step)."
+        )
+    if cache is True:
+        return FeatureCache("auto")
+    return cache if isinstance(cache, FeatureCache) else FeatureCache(os.fspath(cache))
+
+
+class _SavesFullModel:
+    """Keeps ModelCheckpoints on the full task while a cached phase fits its head model."""
+
+    def __init__(self, callbacks, model):
+        self.pinned = [cb for cb in callbacks if isinstance(cb, keras.callbacks.ModelCheckpoint)]
+        self.model = model
+
+    def __enter__(self):
+        model = self.model
+        for cb in self.pinned:
+            cb.set_model = lambda _, cb=cb: type(cb).set_model(cb, model)
+        return self
+
+    def __exit__(self, *exc):
+        for cb in self.pinned:
+            cb.__dict__.pop("set_model", None)
+
+
+def _fit_on_features(
+    model,
+    cached_run,
+    feature_cache,
+    phase,
+    x,
+    y,
+    *,
+    validation_data,
+    batch_size,
+    initial_epoch,
+    callbacks,
+    verbose,
+    shuffle,
+    fit_kwargs,
+):
+    """One frozen phase: train the head model on cached base features."""
+    feature_model, head_model = cached_run
+    fit_kwargs = dict(fit_kwargs)
+    fit_kwargs.pop("shuffle", None)
+    sample_weight = fit_kwargs.pop("sample_weight", None)
+    talk = 0 if verbose == 0 else 1
+    if talk:
+        print(f"Phase {phase.name!r}: the base is frozen; training the head on cached features.")
+    train = feature_cache.features(
+        model,
+        x,
+        y,
+        sample_weight=sample_weight,
+        batch_size=batch_size,
+        feature_model=feature_model,
+        verbose=talk,
+    )
+    validation = None
+    if validation_data is not None:
+        if isinstance(validation_data, tf.data.Dataset):
+            vx, vy, vw = validation_data, None, None
+        else:
+            vx, vy, vw = keras.utils.unpack_x_y_sample_weight(tuple(validation_data))
+        validation = feature_cache.features(
+            model,
+            vx,
+            vy,
+            sample_weight=vw,
+            batch_size=batch_size,
+            feature_model=feature_model,
+            verbose=talk,
+        )
+    config = model._compile_config.config
+    head_model.compile(
+        optimizer=model.optimizer,
+        loss=config["loss"],
+        loss_weights=config["loss_weights"],
+        metrics=config["metrics"],
+        weighted_metrics=config["weighted_metrics"],
+        jit_compile=config["jit_compile"],
+        steps_per_execution=config["steps_per_execution"],
+    )
+    head_model._initial_epoch = None
+    if isinstance(x, tf.data.Dataset):
+        # Same batches as the source data; shuffled each epoch unless shuffle=False was asked.
+        data = dict(x=train.dataset(train.batch_size, shuffle=shuffle is not False, seed=None))
+        if validation is not None:
+            data["validation_data"] = validation.dataset(validation.batch_size)
+    else:
+        data = dict(x=train.x, y=train.targets, sample_weight=train.sample_weight)
+        data.update(batch_size=batch_size, shuffle=True if shuffle is None else shuffle)
+        if validation is not None:
+            data["validation_data"] = keras.utils.pack_x_y_sample_weight(
+                validation.x, validation.targets, validation.sample_weight
+            )
+    with _SavesFullModel(callbacks, model):
+        return head_model.fit(
+            initial_epoch=initial_epoch,
+            epochs=initial_epoch + phase.epochs,
+            callbacks=callbacks,
+            verbose=verbose,
+            **data,
+            **fit_kwargs,
+        )
+
+
 def fit_phases(
     model: keras.Model,
     phases: Sequence[Phase],
@@ -594,6 +731,7 @@ def fit_phases(
     metrics="auto",
     l2sp: float | None = None,
     lint: bool = True,
+    cache="auto",
     verbose="auto",
     compile_kwargs: dict | None = None,
     **fit_kwargs,
@@ -625,6 +763,14 @@ def fit_phases(
         l2sp: strength of an L2-SP penalty pulling the base toward the weights it has when
             `fit_phases` starts (its pretrained values); see `tfl.regularizers.apply_l2sp`.
         lint: warn about known transfer-learning traps at the start of each phase.
+        cache: the bottleneck cache for phases whose base is frozen (see `tfl.cache`):
+            the base's features are computed once and the head trains on them, which makes
+            such a phase cost about one forward pass instead of one per epoch. `"auto"`
+            (default): on, with features kept on disk (`tfl.cache.cache_dir()`) for later
+            runs, unless the training data is randomly augmented; `"memory"`: the same,
+            in memory only; `True`: on, an error if the data is augmented; `False`: off
+            (the base runs inside every step); a folder or a `tfl.cache.FeatureCache`.
+            Cached phases need arrays or a finite `tf.data.Dataset`.
         verbose: as for `model.fit`.
         compile_kwargs: more `model.compile` arguments (e.g. `jit_compile`).
         **fit_kwargs: more `model.fit` arguments (e.g. `class_weight`).
@@ -708,6 +854,10 @@ def fit_phases(
         for d in done
     ]
 
+    user_shuffle = fit_kwargs.get("shuffle")
+    feature_cache = _resolve_cache(cache, x, phases)
+    cached_run = None  # (feature_model, head_model) once split
+
     epoch = done[-1]["end_epoch"] if done else 0
     first = _first_batch(x, batch_size) if lint else None
     for index, phase in enumerate(phases):
@@ -728,17 +878,38 @@ def fit_phases(
         phase_callbacks += _phase_callbacks(callbacks, backup_root, index, scheduled)
         model._initial_epoch = None  # Keras never resets what BackupAndRestore set
         start = epoch
-        fit_history = model.fit(
-            x,
-            y,
-            validation_data=validation_data,
-            batch_size=batch_size,
-            initial_epoch=start,
-            epochs=start + phase.epochs,
-            callbacks=phase_callbacks,
-            verbose=verbose,
-            **fit_kwargs,
-        )
+        if feature_cache is not None and phase.trainable is None:
+            if cached_run is None:
+                from tfl.cache import split_at_bases
+
+                cached_run = split_at_bases(model)
+            fit_history = _fit_on_features(
+                model,
+                cached_run,
+                feature_cache,
+                phase,
+                x,
+                y,
+                validation_data=validation_data,
+                batch_size=batch_size,
+                initial_epoch=start,
+                callbacks=phase_callbacks,
+                verbose=verbose,
+                shuffle=user_shuffle,
+                fit_kwargs=fit_kwargs,
+            )
+        else:
+            fit_history = model.fit(
+                x,
+                y,
+                validation_data=validation_data,
+                batch_size=batch_size,
+                initial_epoch=start,
+                epochs=start + phase.epochs,
+                callbacks=phase_callbacks,
+                verbose=verbose,
+                **fit_kwargs,
+            )
         model._initial_epoch = None
         ran = [e for e in history.epoch if e >= start]
         epoch = (max(ran) + 1) if ran else start + (len(fit_history.epoch) or phase.epochs)
