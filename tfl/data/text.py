@@ -405,6 +405,7 @@ def _load_files(
             raise ValueError(
                 f"{source!r} has no usable rows ({report.summary()}). Fix the rows listed."
             )
+        _encode(_label_map(rows.labels, labels), rows.labels, rows.where)  # bad labels first
         parts = _split_rows(rows, fractions, seed)
         info.update(source=source, splits=list(fractions))
     info["columns"] = len(columns)
@@ -623,6 +624,7 @@ def from_texts(
     fractions = _check_fractions(splits)
     info = {"format": "texts", "source": "texts", "splits": list(fractions)}
     info["columns"] = len(columns)
+    _encode(_label_map(rows.labels, label_names), rows.labels, rows.where)  # bad labels first
     return _build(
         _split_rows(rows, fractions, seed),
         labels=label_names,
