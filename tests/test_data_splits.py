@@ -1,0 +1,134 @@
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tfl.data.splits import (
+    BadInputReport,
+    DataSplits,
+    LabelMap,
+    check_split_classes,
+    hash_split,
+    make_fingerprint,
+    mark,
+)
+
+KEYS = [f"class_{i % 4}/img_{i:04d}.jpg" for i in range(1000)]
+
+
+def test_label_map_sorts_ints_numerically_and_round_trips(tmp_path):
+    labels = LabelMap.from_values([10, 2, 2, 33])
+    assert labels.names == ["2", "10", "33"]
+    np.testing.assert_array_equal(labels.encode([33, 2, "10"]), [2, 0, 1])
+    assert labels.decode([2, 0]) == ["33", "2"]
+
+    path = labels.save(str(tmp_path / "run"))
+    assert path == str(tmp_path / "run" / "labels.json")
+    assert LabelMap.load(str(tmp_path / "run")) == labels
+    assert LabelMap.load(labels.save(str(tmp_path / "names.json"))) == labels
+    with pytest.raises(FileNotFoundError, match="labels.json"):
+        LabelMap.load(str(tmp_path / "elsewhere"))
+
+
+def test_label_map_errors_name_the_label_and_where():
+    labels = LabelMap(["cat", "dog"])
+    where = [f"train.csv row {i + 2}" for i in range(3)]
+    with pytest.raises(ValueError, match=r"'bird' at train.csv row 4.*\['cat', 'dog'\]"):
+        labels.encode(["cat", "dog", "bird"], where=where)
+    # Integers in range are indices for maps whose names are not numbers; others are unknown.
+    np.testing.assert_array_equal(labels.encode(np.array([1, 0])), [1, 0])
+    with pytest.raises(ValueError, match="'2' at position 0"):
+        labels.encode([2])
+    with pytest.raises(ValueError, match=r"duplicates \['cat'\]"):
+        LabelMap(["cat", "dog", "cat"])
+    with pytest.raises(ValueError, match="at least one"):
+        LabelMap([])
+    with pytest.raises(ValueError, match=r"\[0, 2\)"):
+        labels.decode([2])
+
+
+def test_hash_split_is_deterministic_seeded_and_respects_fractions():
+    parts = hash_split(KEYS, (0.8, 0.1, 0.1), seed=0)
+    again = hash_split(KEYS, (0.8, 0.1, 0.1), seed=0)
+    for a, b in zip(parts, again, strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert sorted(np.concatenate(parts).tolist()) == list(range(1000))
+    assert [len(p) for p in parts] == pytest.approx([800, 100, 100], abs=40)
+    assert all(np.all(np.diff(p) > 0) for p in parts)  # sorted
+    other = hash_split(KEYS, (0.8, 0.1, 0.1), seed=1)
+    assert not np.array_equal(parts[2], other[2])
+
+
+def test_hash_split_never_moves_old_keys_when_keys_are_added():
+    before = hash_split(KEYS, seed=3)
+    new_keys = [f"class_{i % 4}/new_{i}.jpg" for i in range(100)]
+    # New keys interleaved with the old ones: positions change, splits must not.
+    mixed = [k for pair in zip(KEYS[:100], new_keys, strict=True) for k in pair] + KEYS[100:]
+    after = hash_split(mixed, seed=3)
+    split_of = {mixed[i]: s for s, idx in enumerate(after) for i in idx}
+    for s, idx in enumerate(before):
+        assert all(split_of[KEYS[i]] == s for i in idx)
+
+
+def test_hash_split_gives_each_class_about_the_same_proportions():
+    y = np.array([i % 4 for i in range(1000)])
+    parts = hash_split(KEYS, (0.6, 0.2, 0.2))
+    for idx in parts[1:]:
+        share = np.bincount(y[idx], minlength=4) / 250
+        assert share == pytest.approx([0.2] * 4, abs=0.07)
+    with pytest.raises(ValueError, match=r"fractions=\(0.8, 0.3\)"):
+        hash_split(KEYS, (0.8, 0.3))
+
+
+def test_check_split_classes_counts_and_flags_missing_classes():
+    labels = LabelMap(["a", "b", "c"])
+    y = np.array([0, 1, 2, 0, 1])
+    counts, problems = check_split_classes(
+        y, [np.array([0, 1, 2]), np.array([3, 4]), np.array([], int)], SPLITS, labels
+    )
+    assert counts["validation"] == {"a": 1, "b": 1, "c": 0}
+    assert problems == ["class 'c' has no examples in the validation split (2 examples)"]
+
+
+SPLITS = ["train", "validation", "test"]
+
+
+def test_bad_input_report_summary_and_file(tmp_path):
+    report = BadInputReport(total=120)
+    assert report.save(str(tmp_path)) is None
+    for i in range(7):
+        report.add(f"cats/{i}.jpg", "not an\nimage")
+    assert report.count == 7
+    assert report.summary(first=2) == (
+        "7 of 120 files were skipped: cats/0.jpg (not an image), cats/1.jpg (not an image), "
+        "and 5 more."
+    )
+    path = report.save(str(tmp_path))
+    lines = Path(path).read_text(encoding="utf-8").splitlines()
+    assert len(lines) == 7 and lines[3] == "cats/3.jpg\tnot an image"
+
+
+def test_data_splits_unpacks_and_saves_everything(tmp_path):
+    ds = tf.data.Dataset.range(4).batch(2)
+    report = BadInputReport()
+    report.add("x.png", "empty file")
+    data = DataSplits(ds, None, None, LabelMap(["no", "yes"]), report, {"counts": {"train": 4}})
+    train, val, test = data
+    assert train is ds and val is None and test is None
+    data.save(str(tmp_path))
+    assert LabelMap.load(str(tmp_path)).names == ["no", "yes"]
+    assert json.loads((tmp_path / "data.json").read_text()) == {"counts": {"train": 4}}
+    assert os.path.exists(tmp_path / "bad_inputs.txt")
+
+
+def test_mark_and_fingerprint():
+    ds = mark(tf.data.Dataset.range(2), augmented=True, fingerprint="f00")
+    assert ds._tfl_augmented is True and ds._tfl_fingerprint == "f00"
+    a = np.arange(6, dtype=np.uint8)
+    assert make_fingerprint(a, {"size": 3}) == make_fingerprint(a.copy(), {"size": 3})
+    assert make_fingerprint(a, {"size": 3}) != make_fingerprint(a, {"size": 4})
+    assert make_fingerprint(a) != make_fingerprint(a.reshape(2, 3))
+    assert len(make_fingerprint("x")) == 64
