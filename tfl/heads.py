@@ -33,19 +33,94 @@ def _no_label_smoothing(head: Head, label_smoothing) -> None:
         )
 
 
-@keras.saving.register_keras_serializable(package="tfl")
-class SmoothedSparseCategoricalCrossentropy(keras.losses.Loss):
-    """Cross-entropy for integer labels against smoothed targets (1 − ε)·onehot + ε/K.
+def _as_class_targets(y_true, y_pred):
+    """Integer labels `(batch,)` / `(batch, 1)` → one-hot; `(batch, K)` soft labels unchanged.
 
-    Keras' `SparseCategoricalCrossentropy` has no `label_smoothing`; this is
-    `CategoricalCrossentropy(label_smoothing=ε)` on the one-hot encoding of integer labels
-    (labels of shape `(batch,)` or `(batch, 1)`), without materialising one-hot targets
-    in the data pipeline. K is the number of classes (the last axis of the predictions).
+    Dispatches on the static ranks at trace time: labels with one axis less than the
+    predictions (or a trailing axis of 1) are class indices, labels shaped like the predictions
+    are per-class targets (one-hot, or soft from mixup / cutmix). Keras has already cast both
+    to the loss dtype.
+    """
+    num_classes = y_pred.shape[-1]
+    rank, pred_rank = len(y_true.shape), len(y_pred.shape)
+    if rank == pred_rank and y_true.shape[-1] == 1 and num_classes != 1:
+        y_true = ops.squeeze(y_true, axis=-1)
+        rank -= 1
+    if rank == pred_rank - 1:
+        return ops.one_hot(ops.cast(y_true, "int32"), num_classes, dtype=y_pred.dtype)
+    if rank == pred_rank and y_true.shape[-1] in (None, num_classes):
+        return ops.cast(y_true, y_pred.dtype)
+    raise ValueError(
+        f"Received labels of shape {tuple(y_true.shape)} for predictions of shape "
+        f"{tuple(y_pred.shape)}; expected integer class indices of shape (batch,) or "
+        f"(batch, 1), or one-hot / soft labels of shape (batch, {num_classes})."
+    )
+
+
+@keras.saving.register_keras_serializable(package="tfl")
+class ClassificationCrossentropy(keras.losses.Loss):
+    """Cross-entropy for integer labels *and* one-hot / soft labels, with label smoothing.
+
+    The loss `ClassificationHead` compiles with. Training labels from mixup / cutmix are
+    float vectors `(batch, K)` while validation labels stay integers `(batch,)`; one loss
+    object takes both. Integer labels (one axis less than the predictions, or a trailing axis
+    of 1) are one-hot encoded in the graph; labels shaped like the predictions are used as
+    targets as given. Either way the targets are then smoothed to (1 − ε)·y + ε/K (K = the
+    last axis of the predictions). With ε = 0 and integer labels this equals Keras'
+    `SparseCategoricalCrossentropy`; with one-hot labels, `CategoricalCrossentropy`.
+
+    Args:
+        label_smoothing: ε in [0, 1).
+        from_logits: whether the predictions are logits (True) or probabilities (False,
+            what `ClassificationHead` outputs).
+        name, reduction, dtype: as for any `keras.losses.Loss`.
+
+    Example:
+    >>> from tfl.heads import ClassificationCrossentropy
+    >>> loss = ClassificationCrossentropy()
+    >>> probs = np.array([[0.2, 0.8]])
+    >>> # integer label 1 and the one-hot label (0, 1) give the same -log 0.8
+    >>> round(float(loss(np.array([1]), probs)), 4), round(float(loss(np.array([[0.0, 1.0]]), probs)), 4)
+    (0.2231, 0.2231)
+    >>> # a mixup label (0.3, 0.7): -(0.3·log 0.2 + 0.7·log 0.8)
+    >>> round(float(loss(np.array([[0.3, 0.7]]), probs)), 4)
+    0.639
+    """
+
+    def __init__(
+        self,
+        label_smoothing: float = 0.0,
+        from_logits: bool = False,
+        name: str = "classification_crossentropy",
+        **kwargs,
+    ):
+        super().__init__(name=name, **kwargs)
+        self.label_smoothing = _check_label_smoothing(label_smoothing)
+        self.from_logits = from_logits
+
+    def call(self, y_true, y_pred):
+        y_pred = ops.convert_to_tensor(y_pred)
+        targets = _as_class_targets(ops.convert_to_tensor(y_true), y_pred)
+        return keras.losses.categorical_crossentropy(
+            targets, y_pred, from_logits=self.from_logits, label_smoothing=self.label_smoothing
+        )
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(label_smoothing=self.label_smoothing, from_logits=self.from_logits)
+        return config
+
+
+@keras.saving.register_keras_serializable(package="tfl")
+class SmoothedSparseCategoricalCrossentropy(ClassificationCrossentropy):
+    """`ClassificationCrossentropy` with ε = 0.1 by default (the name earlier tfl versions used).
+
+    Kept so that code and saved models that name it still work; it accepts integer and
+    one-hot / soft labels like its parent.
 
     Args:
         label_smoothing: ε in [0, 1); 0.1 (Szegedy et al., Inception-v3) by default.
-        from_logits: whether the predictions are logits (True) or probabilities (False,
-            what `ClassificationHead` outputs).
+        from_logits: whether the predictions are logits.
         name, reduction, dtype: as for any `keras.losses.Loss`.
 
     Example:
@@ -63,24 +138,40 @@ class SmoothedSparseCategoricalCrossentropy(keras.losses.Loss):
         name: str = "smoothed_sparse_categorical_crossentropy",
         **kwargs,
     ):
-        super().__init__(name=name, **kwargs)
-        self.label_smoothing = _check_label_smoothing(label_smoothing)
-        self.from_logits = from_logits
+        super().__init__(label_smoothing, from_logits=from_logits, name=name, **kwargs)
 
-    def call(self, y_true, y_pred):
-        y_pred = ops.convert_to_tensor(y_pred)
-        y_true = ops.convert_to_tensor(y_true)
-        if len(y_true.shape) == len(y_pred.shape) and y_true.shape[-1] == 1:
-            y_true = ops.squeeze(y_true, axis=-1)
-        one_hot = ops.one_hot(ops.cast(y_true, "int32"), y_pred.shape[-1], dtype=y_pred.dtype)
-        return keras.losses.categorical_crossentropy(
-            one_hot, y_pred, from_logits=self.from_logits, label_smoothing=self.label_smoothing
-        )
+
+def classification_accuracy(y_true, y_pred):
+    """Per-example 1.0 / 0.0: does argmax(y_pred) equal the label (or argmax of a soft label)?"""
+    y_pred = ops.convert_to_tensor(y_pred)
+    targets = _as_class_targets(ops.convert_to_tensor(y_true), y_pred)
+    hits = ops.equal(ops.argmax(targets, axis=-1), ops.argmax(y_pred, axis=-1))
+    return ops.cast(hits, y_pred.dtype)
+
+
+@keras.saving.register_keras_serializable(package="tfl")
+class ClassificationAccuracy(keras.metrics.MeanMetricWrapper):
+    """Accuracy for integer labels and one-hot / soft labels (mixup, cutmix) alike.
+
+    The predicted class is argmax of the predictions; the true class is the integer label, or
+    the argmax of a `(batch, K)` label (for a mixup label the class with the larger share).
+
+    Example:
+    >>> from tfl.heads import ClassificationAccuracy
+    >>> metric = ClassificationAccuracy()
+    >>> metric.update_state(np.array([[0.3, 0.7], [0.9, 0.1]]), np.array([[0.2, 0.8], [0.4, 0.6]]))
+    >>> metric.update_state(np.array([1]), np.array([[0.1, 0.9]]))
+    >>> float(metric.result())
+    0.6666666865348816
+    """
+
+    def __init__(self, name: str = "accuracy", dtype=None):
+        super().__init__(fn=classification_accuracy, name=name, dtype=dtype)
+        # Higher is better (EarlyStopping / ModelCheckpoint with mode="auto" read this).
+        self._direction = "up"
 
     def get_config(self):
-        config = super().get_config()
-        config.update(label_smoothing=self.label_smoothing, from_logits=self.from_logits)
-        return config
+        return {"name": self.name, "dtype": self.dtype}
 
 
 @keras.saving.register_keras_serializable(package="tfl")
@@ -189,13 +280,20 @@ class Head(keras.layers.Layer):
 
 @keras.saving.register_keras_serializable(package="tfl")
 class ClassificationHead(Head):
-    """Single-label classification: softmax probabilities, integer labels.
+    """Single-label classification: softmax probabilities; integer or soft labels.
+
+    `compile(loss="auto", metrics="auto")` gives `ClassificationCrossentropy` and
+    `ClassificationAccuracy` ("accuracy"), which take integer labels `(batch,)` and one-hot /
+    soft labels `(batch, K)` alike, so a training set with mixup / cutmix (float labels) and a
+    validation set with integer labels work with one compile.
 
     Example:
-    >>> ClassificationHead(10).default_loss().name
-    'sparse_categorical_crossentropy'
-    >>> ClassificationHead(10).default_loss(label_smoothing=0.1).name
-    'smoothed_sparse_categorical_crossentropy'
+    >>> from tfl.heads import ClassificationHead
+    >>> loss = ClassificationHead(10).default_loss(label_smoothing=0.1)
+    >>> type(loss).__name__, loss.label_smoothing
+    ('ClassificationCrossentropy', 0.1)
+    >>> [m.name for m in ClassificationHead(10).default_metrics()]
+    ['accuracy']
     """
 
     def __init__(self, num_classes: int = None, activation="softmax", **kwargs):
@@ -207,13 +305,15 @@ class ClassificationHead(Head):
         return self.units
 
     def default_loss(self, label_smoothing=0.0):
-        from_logits = self.activation != "softmax"
-        if _check_label_smoothing(label_smoothing):
-            return SmoothedSparseCategoricalCrossentropy(label_smoothing, from_logits=from_logits)
-        return keras.losses.SparseCategoricalCrossentropy(from_logits=from_logits)
+        label_smoothing = _check_label_smoothing(label_smoothing)
+        # The names earlier tfl versions gave these losses (code may read `model.loss.name`).
+        name = "smoothed_" * bool(label_smoothing) + "sparse_categorical_crossentropy"
+        return ClassificationCrossentropy(
+            label_smoothing, from_logits=self.activation != "softmax", name=name
+        )
 
     def default_metrics(self):
-        return [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
+        return [ClassificationAccuracy(name="accuracy")]
 
 
 @keras.saving.register_keras_serializable(package="tfl")
@@ -263,10 +363,23 @@ class RegressionHead(Head):
 
 @keras.saving.register_keras_serializable(package="tfl")
 class SquaredHinge(keras.losses.Loss):
-    """One-vs-rest (squared) hinge loss for integer class labels: a linear SVM's loss.
+    """One-vs-rest (squared) hinge loss for class labels: a linear SVM's loss.
 
     For class scores s and label y, each class c has target t_c = +1 if c == y else -1 and
     contributes max(0, 1 - t_c · s_c)² (or without the square, `squared=False`).
+
+    Labels are integer class indices `(batch,)` / `(batch, 1)` or one-hot / soft vectors
+    `(batch, K)`. A hinge loss has no soft-target form, so a soft label counts as its argmax
+    class (for a mixup / cutmix label, the class with the larger share). Mixup then only
+    decides which class a blended input belongs to; to train on the blend itself use a
+    probability head (`ClassificationHead`, `MLPHead`).
+
+    Example:
+    >>> from tfl.heads import SquaredHinge
+    >>> scores = np.array([[2.0, -0.5]])
+    >>> # targets (+1, -1): max(0, 1 - 2)² = 0 and max(0, 1 - 0.5)² = 0.25, mean 0.125
+    >>> float(SquaredHinge(2)(np.array([0]), scores)), float(SquaredHinge(2)(np.array([[0.6, 0.4]]), scores))
+    (0.125, 0.125)
     """
 
     def __init__(self, num_classes: int, squared: bool = True, name="squared_hinge", **kwargs):
@@ -275,8 +388,9 @@ class SquaredHinge(keras.losses.Loss):
         self.squared = squared
 
     def call(self, y_true, y_pred):
-        y_true = ops.reshape(ops.cast(y_true, "int32"), (-1,))
-        targets = 2.0 * ops.one_hot(y_true, self.num_classes, dtype=y_pred.dtype) - 1.0
+        y_true = _as_class_targets(y_true, y_pred)
+        hard = ops.one_hot(ops.argmax(y_true, axis=-1), self.num_classes, dtype=y_pred.dtype)
+        targets = 2.0 * hard - 1.0
         margins = ops.relu(1.0 - targets * y_pred)
         if self.squared:
             margins = ops.square(margins)
@@ -293,7 +407,8 @@ class SVMHead(Head):
     """A linear SVM on the features: raw scores, (squared) hinge loss, L2 on the weights.
 
     `l2` plays the role of 1/C in a classic SVM. The outputs are margins, not probabilities;
-    the predicted class is their argmax.
+    the predicted class is their argmax. Soft labels (mixup / cutmix) count as their argmax
+    class (see `SquaredHinge`); prefer a probability head to train on blended targets.
     """
 
     def __init__(self, num_classes: int = None, l2: float = 1e-4, squared: bool = True, **kwargs):
@@ -307,7 +422,7 @@ class SVMHead(Head):
         return SquaredHinge(self.units, squared=self.squared)
 
     def default_metrics(self):
-        return [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
+        return [ClassificationAccuracy(name="accuracy")]
 
     def get_config(self):
         config = super().get_config()
