@@ -92,7 +92,7 @@ def test_jsonl_integer_labels_sort_numerically(tmp_path):
     rows = [
         {"review": "ok", "stars": 10},
         {"review": "bad ü", "stars": 2},
-        {"review": "x", "stars": 2},
+        {"review": "x", "stars": 2.0},
     ]
     path = _write(tmp_path / "r.jsonl", "".join(json.dumps(r) + "\n" for r in rows) + "\n")
     data = from_jsonl(path, "review", "stars", splits=(1.0,))
@@ -132,6 +132,11 @@ def test_from_texts_lists_and_arrays_with_names_enforced():
     assert data.report.items == [("texts[2]", "empty text")]
     with pytest.raises(ValueError, match=r"\[3\] texts and 2 labels"):
         from_texts(["a", "b", "c"], [0, 1])
+    with pytest.raises(ValueError, match=r"shape \(2, 2\).*texts=\(first_texts, second_texts\)"):
+        from_texts([("a", "b"), ("c", "d")], [0, 1])
+    with pytest.warns(UserWarning, match="skipped") as record:
+        from_texts(["a", "", "b"], [0, 1, 1], splits=(1.0,))
+    assert record[0].filename == __file__
 
 
 # === Bad input ===
@@ -157,6 +162,7 @@ def test_bad_rows_are_skipped_reported_with_row_numbers_and_saved(tmp_path):
     with pytest.warns(UserWarning, match="4 of 7 rows were skipped") as record:
         data = from_csv(path, "text", "label", splits=(1.0,), run_dir=run_dir)
     assert len([w for w in record if "skipped" in str(w.message)]) == 1
+    assert record[0].filename == __file__  # the warning points at the caller's line
     # Records, not lines: row 6 is blank, "two\nlines" is row 8 although it spans two lines.
     assert [(w.rsplit(" ", 1)[-1], r.split(" ")[0]) for w, r in data.report.items] == [
         ("3", "empty"),

@@ -207,6 +207,8 @@ def _int_like(value: Any) -> bool:
         return False
     if isinstance(value, (int, np.integer)):
         return True
+    if isinstance(value, (float, np.floating)):
+        return float(value).is_integer()  # JSON numbers such as 1.0
     return isinstance(value, str) and value.strip().lstrip("-").isdigit()
 
 
@@ -288,12 +290,13 @@ def _build(
     report: BadInputReport,
     info: dict[str, Any],
     run_dir: str | None,
+    stacklevel: int,
 ) -> DataSplits:
     """Encodes labels, builds the three datasets, checks classes, warns once, saves."""
     batch_size = _check_batch_size(batch_size)
     all_values = [v for rows in parts.values() for v in rows.labels]
     label_map = _label_map(all_values, labels)
-    pair = info["columns"] > 1
+    pair = info["segments"] > 1
     datasets: dict[str, tf.data.Dataset | None] = dict.fromkeys(SPLIT_NAMES)
     ys: dict[str, np.ndarray] = {}
     for name, rows in parts.items():
@@ -330,7 +333,7 @@ def _build(
         messages.append(report.summary())
     messages += problems
     if messages:
-        warnings.warn(" ".join(messages), stacklevel=3)
+        warnings.warn(" ".join(messages), stacklevel=stacklevel)
     data = DataSplits(
         datasets["train"],
         datasets["validation"],
@@ -408,7 +411,7 @@ def _load_files(
         _encode(_label_map(rows.labels, labels), rows.labels, rows.where)  # bad labels first
         parts = _split_rows(rows, fractions, seed)
         info.update(source=source, splits=list(fractions))
-    info["columns"] = len(columns)
+    info["segments"] = len(columns)
     return _build(
         parts,
         labels=labels,
@@ -417,6 +420,7 @@ def _load_files(
         report=report,
         info=info,
         run_dir=run_dir,
+        stacklevel=4,  # the caller of from_csv / from_jsonl
     )
 
 
@@ -605,6 +609,11 @@ def from_texts(
     ([b'bad', b'dull', b'fun', b'good'], ['0', '1'])
     """
     pair = isinstance(texts, tuple) and texts and not isinstance(texts[0], str)
+    if not pair and np.asarray(texts, dtype=object).ndim != 1:
+        raise ValueError(
+            f"Received texts with shape {np.shape(texts)}; expected a flat sequence of strings, "
+            "or for text pairs a tuple of two sequences: texts=(first_texts, second_texts)."
+        )
     columns = [list(c) for c in texts] if pair else [list(np.asarray(texts, dtype=object))]
     values = list(np.asarray(labels, dtype=object).reshape(-1))
     lengths = {len(c) for c in columns}
@@ -623,7 +632,7 @@ def from_texts(
         raise ValueError(f"No usable texts: {report.summary()}")
     fractions = _check_fractions(splits)
     info = {"format": "texts", "source": "texts", "splits": list(fractions)}
-    info["columns"] = len(columns)
+    info["segments"] = len(columns)
     _encode(_label_map(rows.labels, label_names), rows.labels, rows.where)  # bad labels first
     return _build(
         _split_rows(rows, fractions, seed),
@@ -633,6 +642,7 @@ def from_texts(
         report=report,
         info=info,
         run_dir=run_dir,
+        stacklevel=3,
     )
 
 
