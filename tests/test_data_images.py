@@ -101,6 +101,8 @@ def test_split_folders_are_used_as_given(tmp_path):
     assert data.info["counts"]["test"] == {"a": 1, "b": 0, "c": 1}
     _, y_test = collect(data.test)
     assert sorted(y_test.tolist()) == [0, 2]
+    with pytest.warns(UserWarning, match=r"used as given; splits=\(0.5, 0.5\) is ignored"):
+        from_folder(str(root), 8, splits=(0.5, 0.5))
 
 
 def test_folder_errors_name_the_problem(tmp_path):

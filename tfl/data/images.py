@@ -486,6 +486,19 @@ def _find_bad_files(paths: list[str]) -> list[int]:
     return np.flatnonzero(~good).tolist()
 
 
+def _warn_missing_classes(problems: list[str], what: str) -> None:
+    """One warning for all classes missing from a split (the full list is in `info`)."""
+    if not problems:
+        return
+    more = (
+        f" (and {len(problems) - 3} more; see info['class_warnings'])" if len(problems) > 3 else ""
+    )
+    warnings.warn(
+        f"{'; '.join(problems[:3])}{more}. Add {what} of these classes or change the split.",
+        stacklevel=3,
+    )
+
+
 def _file_identity(path: str) -> list[Any]:
     stat = os.stat(path)
     return [stat.st_size, stat.st_mtime_ns]
@@ -592,6 +605,12 @@ def from_folder(
     layout, split_dirs = _folder_layout(root)
     if layout == "split":
         split_roots = {s: os.path.join(root, d) for s, d in split_dirs.items()}
+        if tuple(splits) != (0.8, 0.1, 0.1):
+            warnings.warn(
+                f"{root} has split folders {sorted(split_dirs.values())}, which are used as "
+                f"given; splits={tuple(splits)} is ignored.",
+                stacklevel=2,
+            )
     else:
         split_roots = {"all": root}
         fractions = [float(f) for f in splits]
@@ -685,8 +704,7 @@ def from_folder(
 
     present = [s for s in SPLIT_NAMES if s in members]
     counts, problems = check_split_classes(y, [members[s] for s in present], present, labels)
-    for problem in problems:
-        warnings.warn(f"{problem}; add images of this class or change the split.", stacklevel=2)
+    _warn_missing_classes(problems, "images")
 
     datasets: dict[str, tf.data.Dataset | None] = dict.fromkeys(SPLIT_NAMES)
     fingerprints = {}
@@ -918,8 +936,7 @@ def from_arrays(
     offsets = np.cumsum([0] + [len(arrays[s][1]) for s in present])
     ranges = [np.arange(offsets[i], offsets[i + 1]) for i in range(len(present))]
     counts, problems = check_split_classes(ys_present, ranges, present, label_map)
-    for problem in problems:
-        warnings.warn(f"{problem}; add examples of this class or change the split.", stacklevel=2)
+    _warn_missing_classes(problems, "examples")
 
     datasets: dict[str, tf.data.Dataset | None] = dict.fromkeys(SPLIT_NAMES)
     for split in present:
