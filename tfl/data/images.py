@@ -727,8 +727,11 @@ def from_folder(
             return image, label
 
         ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE)
-        # Safety net: a file that changes after the check is skipped, not an epoch crash.
-        ds = ds.ignore_errors(log_warning=True)
+        # Safety net: a file that breaks after the check is skipped (and logged), not an epoch
+        # crash; the epoch is topped up from the next pass so it keeps its known length (Keras
+        # warns "ran out of data" on datasets of unknown length).
+        ds = ds.ignore_errors(log_warning=True).repeat().take(len(idx))
+        ds = ds.apply(tf.data.experimental.assert_cardinality(len(idx)))
         ds = _finish(
             ds,
             size,
