@@ -21,8 +21,9 @@ frozen, unless the training data is randomly augmented (tfl.data marks its datas
 What changes compared with running the frozen base inside `fit`: the base runs in inference
 mode during extraction. Image bases always do (`ImageBackbone`), so the head sees the same
 numbers; a text base's dropout, which the plain `fit` keeps active in a frozen base, is off.
-While a cached phase trains, Keras callbacks see the head model (`self.model`), except
-`ModelCheckpoint`, which saves the full task.
+While a cached phase trains, Keras callbacks still see the full task as `self.model` (it
+shares its head and optimizer with the head model): checkpoints save the task, EarlyStopping
+and TerminateOnNaN stop the head model's `fit`.
 
 Example:
 >>> from tfl.backbones import ImageBackbone

@@ -617,22 +617,41 @@ def _resolve_cache(cache, x, phases):
     return cache if isinstance(cache, FeatureCache) else FeatureCache(os.fspath(cache))
 
 
-class _SavesFullModel:
-    """Keeps ModelCheckpoints on the full task while a cached phase fits its head model."""
+class _OnFullModel(keras.callbacks.Callback):
+    """While a cached phase fits the head model, callbacks see the full task.
 
-    def __init__(self, callbacks, model):
-        self.pinned = [cb for cb in callbacks if isinstance(cb, keras.callbacks.ModelCheckpoint)]
-        self.model = model
+    Callbacks keep `self.model` = the task (checkpoints save it, EarlyStopping restores its
+    weights, BackupAndRestore backs it up; it shares its optimizer and head with the head
+    model). This callback, last in the list, hands the task's `stop_training` and resume
+    epoch to the head model whose `fit` loop reads them.
+    """
+
+    def __init__(self, callbacks, model, head_model):
+        super().__init__()
+        self.callbacks = list(callbacks)
+        self.task = model
+        self.head_model = head_model
 
     def __enter__(self):
-        model = self.model
-        for cb in self.pinned:
-            cb.set_model = lambda _, cb=cb: type(cb).set_model(cb, model)
-        return self
+        task = self.task
+        for cb in self.callbacks:
+            cb.set_model = lambda _, cb=cb: type(cb).set_model(cb, task)
+        task.stop_training = False
+        return self.callbacks + [self]
 
     def __exit__(self, *exc):
-        for cb in self.pinned:
+        for cb in self.callbacks:
             cb.__dict__.pop("set_model", None)
+
+    def on_train_begin(self, logs=None):
+        if self.task._initial_epoch is not None:  # BackupAndRestore found a backup
+            self.head_model._initial_epoch = self.task._initial_epoch
+
+    def _forward_stop(self, *args, **kwargs):
+        if self.task.stop_training:
+            self.head_model.stop_training = True
+
+    on_train_batch_end = on_epoch_end = _forward_stop
 
 
 def _fit_on_features(
@@ -706,11 +725,11 @@ def _fit_on_features(
             data["validation_data"] = keras.utils.pack_x_y_sample_weight(
                 validation.x, validation.targets, validation.sample_weight
             )
-    with _SavesFullModel(callbacks, model):
+    with _OnFullModel(callbacks, model, head_model) as pinned:
         return head_model.fit(
             initial_epoch=initial_epoch,
             epochs=initial_epoch + phase.epochs,
-            callbacks=callbacks,
+            callbacks=pinned,
             verbose=verbose,
             **data,
             **fit_kwargs,
