@@ -1,4 +1,6 @@
+import json
 import os
+import time
 
 import numpy as np
 import pytest
@@ -6,6 +8,8 @@ import tensorflow_datasets as tfds
 
 import tfl.datasets
 from tfl.data import tfds_data
+from tfl.data.splits import LabelMap
+from tfl.data.tfds_data import from_tfds
 
 
 @pytest.fixture(scope="module")
@@ -71,3 +75,112 @@ def test_second_load_reuses_prepared_files_and_tfds_finds_the_builders(data_dir)
 def test_prepare_rejects_other_names():
     with pytest.raises(ValueError, match=r"name='mnist'.*\['mnist5k', 'movie_sentences'\]"):
         tfds_data.prepare("mnist")
+
+
+# --- from_tfds ---
+
+
+def _arrays(ds):
+    xs, ys = zip(*[(x.numpy(), y.numpy()) for x, y in ds], strict=True)
+    return np.concatenate(xs), np.concatenate(ys)
+
+
+def test_from_tfds_mnist5k_carves_stable_disjoint_splits(data_dir):
+    data = from_tfds("mnist5k", 32, data_dir=data_dir, batch_size=64)
+    assert data.labels.names == [str(d) for d in range(10)]
+    n = data.info["num_examples"]
+    assert sum(n.values()) == 5000
+    assert 3850 < n["train"] < 4150 and 420 < n["validation"] < 580 and 420 < n["test"] < 580
+    assert data.info["splits"]["validation"] == "hash split of train by example bytes"
+    x, y = next(iter(data.validation))
+    assert x.shape == (64, 32, 32, 3) and x.dtype == "float32" and y.dtype == "int64"
+    assert float(np.min(x)) >= 0.0 and 200.0 < float(np.max(x)) <= 255.0
+    assert data.train._tfl_augmented is False and len(data.train._tfl_fingerprint) == 64
+
+    # The same call gives the same splits; another seed gives others.
+    again = from_tfds("mnist5k", 32, data_dir=data_dir, batch_size=64)
+    assert again.info["fingerprint"] == data.info["fingerprint"]
+    np.testing.assert_array_equal(_arrays(again.test)[1], _arrays(data.test)[1])
+    other = from_tfds("mnist5k", 32, data_dir=data_dir, seed=1)
+    assert other.info["fingerprint"]["test"] != data.info["fingerprint"]["test"]
+
+    # At the stored size, the three splits are exactly the 5,000 digits of the csv.
+    native = from_tfds("mnist5k", data_dir=data_dir, batch_size=1000)
+    parts = [_arrays(ds) for ds in native]
+    assert [len(p[1]) for p in parts] == [n["train"], n["validation"], n["test"]]
+    for (_, labels), split in zip(parts, ["train", "validation", "test"], strict=True):
+        counts = np.bincount(labels, minlength=10)
+        assert counts.tolist() == list(data.info["counts"][split].values())
+    got = sorted(
+        img[..., 0].astype(np.uint8).tobytes() + bytes([lab])
+        for images, labels in parts
+        for img, lab in zip(images, labels, strict=True)
+    )
+    csv_images, csv_labels = tfl.datasets.load_mnist_5k()
+    expected = sorted(
+        i.tobytes() + bytes([int(lab)]) for i, lab in zip(csv_images, csv_labels, strict=True)
+    )
+    assert got == expected  # every example once: no overlap, nothing lost
+
+
+def test_from_tfds_mixup_soft_labels_only_on_train(data_dir):
+    data = from_tfds("mnist5k", 32, data_dir=data_dir, batch_size=16, mixup=0.4)
+    x, y = next(iter(data.train))
+    assert y.shape == (16, 10) and y.dtype == "float32"
+    np.testing.assert_allclose(y.numpy().sum(-1), 1.0, rtol=1e-5)
+    assert (y.numpy().max(-1) < 1.0).any()  # some labels are mixed
+    assert next(iter(data.validation))[1].dtype == "int64"
+    assert data.train._tfl_augmented is True and data.validation._tfl_augmented is False
+
+
+def test_from_tfds_movie_sentences_yields_strings_and_saves(data_dir, tmp_path):
+    data = from_tfds("movie_sentences", data_dir=data_dir, batch_size=4, run_dir=str(tmp_path))
+    assert data.labels.names == ["negative", "positive"]
+    assert data.info["splits"]["test"] == "hash split of train by id"
+    assert sum(data.info["num_examples"].values()) == 10605
+    texts, labels = next(iter(data.test))
+    assert texts.dtype == "string" and texts.shape == (4,) and labels.dtype == "int64"
+    assert all(isinstance(t, bytes) and len(t) > 0 for t in texts.numpy())
+    assert LabelMap.load(str(tmp_path)).names == ["negative", "positive"]
+    with open(tmp_path / "data.json") as f:
+        assert json.load(f)["num_examples"] == data.info["num_examples"]
+
+
+def test_from_tfds_split_strings_used_as_given(data_dir):
+    data = from_tfds(
+        "mnist5k", 32, data_dir=data_dir, split={"train": "train[:50%]", "test": "train[50%:]"}
+    )
+    assert data.validation is None
+    assert data.info["num_examples"] == {"train": 2500, "test": 2500}
+    first = next(iter(data.test))[1].numpy()
+    np.testing.assert_array_equal(first, tfl.datasets.load_mnist_5k()[1][2500 : 2500 + 32])
+    with pytest.raises(ValueError, match=r"split='train\[:50%\]'.*dict"):
+        from_tfds("mnist5k", data_dir=data_dir, split="train[:50%]")
+    with pytest.raises(ValueError, match="split test='tset'.*cannot read"):
+        from_tfds("mnist5k", data_dir=data_dir, split={"train": "train", "test": "tset"})
+
+
+def test_from_tfds_errors_are_fast_and_clear(data_dir, tmp_path, monkeypatch):
+    start = time.perf_counter()
+    with pytest.raises(ValueError, match=r"name='mnist_5k'.*no dataset.*mnist5k"):
+        from_tfds("mnist_5k", data_dir=data_dir)
+    # A real TFDS dataset that is not prepared: no network, and how to prepare it offline.
+    with pytest.raises(FileNotFoundError, match=r"not prepared.*download=False.*tfds build mnist"):
+        from_tfds("mnist", 32, data_dir=str(tmp_path))
+    assert time.perf_counter() - start < 10
+    assert not (tmp_path / "mnist").exists()
+
+    def no_network(self, **kwargs):
+        raise ConnectionError("Failed to establish a new connection")
+
+    monkeypatch.setattr(tfds.core.DatasetBuilder, "download_and_prepare", no_network)
+    with pytest.raises(RuntimeError, match=r"mnist.*failed: ConnectionError.*internet"):
+        from_tfds("mnist", 32, data_dir=str(tmp_path), download=True)
+    monkeypatch.undo()
+
+    with pytest.raises(ValueError, match=r"image_size=32.*text dataset"):
+        from_tfds("movie_sentences", 32, data_dir=data_dir)
+    with pytest.raises(ValueError, match=r"label_key='score'.*ClassLabel"):
+        from_tfds("movie_sentences", data_dir=data_dir, label_key="score")
+    with pytest.raises(ValueError, match=r"image_key='img'.*'image': 'Image'"):
+        from_tfds("mnist5k", data_dir=data_dir, image_key="img")

@@ -6,22 +6,39 @@
   them: afterwards `tfds.load("mnist5k", data_dir=...)` works like for any TFDS dataset.
 - `prepare(name)` writes a builder's TFRecord files once into `data_dir`; `load(name)` prepares
   if needed and returns `tfds.load(...)` with `download=False`.
+- `from_tfds(name, image_size)`: any TFDS classification dataset (image or text) as
+  `tfl.data.splits.DataSplits`, with stable validation / test splits carved out of "train" when
+  the dataset has none. Offline by default: it never downloads unless `download=True`.
 """
 
 from __future__ import annotations
 
 import contextlib
+import difflib
 import gzip
 import io
 import os
 import tarfile
+import warnings
 from typing import Any
 
 import numpy as np
+import tensorflow as tf
 import tensorflow_datasets as tfds
 from etils import epath
 
 from tfl import datasets as tfl_datasets
+from tfl.data.images import _describe_augment, image_pipeline
+from tfl.data.splits import (
+    SPLIT_NAMES,
+    BadInputReport,
+    DataSplits,
+    LabelMap,
+    check_split_classes,
+    hash_split,
+    make_fingerprint,
+    mark,
+)
 
 _MNIST_5K_CITATION = """\
 @article{lecun1998gradient,
@@ -274,3 +291,383 @@ def load(name: str, split: Any = None, data_dir: str | None = None, **tfds_load_
         download=False,
         **tfds_load_kwargs,
     )
+
+
+# --------------------------------------------------------------------------------------------
+# from_tfds
+# --------------------------------------------------------------------------------------------
+
+# Features that identify an example (checked in this order) make the key of the hash split;
+# without one, a fingerprint of all the example's feature bytes is the key.
+KEY_FEATURES = ("file_name", "filename", "image/filename", "image/file_name", "id", "image_id")
+_TEXT_PIPELINE_VERSION = "tfl.data.tfds_data.text/1"
+
+
+def _base_name(name: str) -> str:
+    return name.split(":")[0].split("/")[0]
+
+
+def _offline_help(name: str, root: str) -> str:
+    return (
+        f"To prepare it offline: on a machine with internet run `tfds build {name} "
+        f"--data_dir=DIR` (or `tfds.builder({name!r}, data_dir=DIR).download_and_prepare()`) "
+        f"and copy DIR/{_base_name(name)} to {root}/; for datasets whose files are downloaded "
+        f"by hand, put them in {root}/downloads/manual and call download_and_prepare there. "
+        "Or pass download=True to download now."
+    )
+
+
+def _builder(name: str, data_dir: str | None, download: bool) -> tfds.core.DatasetBuilder:
+    """The prepared builder: tfl's offline ones prepare themselves; others need download=True."""
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"Received name={name!r}; expected a TFDS dataset name like 'mnist5k'.")
+    if _base_name(name) in OFFLINE_BUILDERS:
+        prepare(_base_name(name), data_dir)
+        data_dir = data_dir or default_data_dir()
+    try:
+        builder = tfds.builder(name, data_dir=data_dir)
+    except tfds.core.registered.DatasetNotFoundError:
+        known = tfds.list_builders(with_community_datasets=False)
+        close = difflib.get_close_matches(_base_name(name), known, n=3)
+        hint = f" Did you mean {close}?" if close else ""
+        raise ValueError(
+            f"Received name={name!r}; TFDS has no dataset of that name.{hint} "
+            "`tfds.list_builders()` lists them; tfl's offline ones are "
+            f"{sorted(OFFLINE_BUILDERS)}."
+        ) from None
+    if builder.data_path.exists() and builder.is_prepared():
+        return builder
+    root = os.fspath(builder.data_dir_root)
+    if not download:
+        raise FileNotFoundError(
+            f"Dataset {name!r} is not prepared under {root} and download=False, so tfl will "
+            f"not go to the network. {_offline_help(name, root)}"
+        )
+    try:
+        builder.download_and_prepare()
+    except Exception as err:  # noqa: BLE001 - network, quota, manual files: one clear message
+        raise RuntimeError(
+            f"Downloading and preparing {name!r} into {root} failed: "
+            f"{type(err).__name__}: {err}. Check the internet connection (and any manual files "
+            f"the error names). {_offline_help(name, root)}"
+        ) from err
+    return builder
+
+
+def _example_keys(
+    builder: tfds.core.DatasetBuilder, split: str, label_key: str
+) -> tuple[list[str], np.ndarray, str]:
+    """A stable key and the label of every example of `split`, in file order."""
+    features = builder.info.features
+    key_feature = next((k for k in KEY_FEATURES if k in features), None)
+    # With a key feature the images are not needed: skip decoding them. Without one, the
+    # decoded pixels are hashed (the stored PNG/JPEG bytes could change when a dataset is
+    # prepared again with other library versions; the pixels do not).
+    decoders = None
+    if key_feature is not None:
+        decoders = {
+            k: tfds.decode.SkipDecoding()
+            for k, f in features.items()
+            if isinstance(f, tfds.features.Image | tfds.features.Video)
+        } or None
+    ds = builder.as_dataset(split=split, shuffle_files=False, decoders=decoders)
+
+    if key_feature is not None:
+
+        def key_of(example):
+            key = example[key_feature]
+            return key if key.dtype == tf.string else tf.strings.as_string(key), example[label_key]
+
+    else:
+
+        def key_of(example):
+            parts = []
+            for value in tf.nest.flatten(example):  # sorted by feature name
+                if value.dtype == tf.string:
+                    parts.append(tf.strings.reduce_join(tf.reshape(value, [-1]), separator="\x1f"))
+                else:
+                    parts.append(tf.io.serialize_tensor(value))
+            joined = tf.strings.reduce_join(tf.stack(parts), separator="\x1e")
+            digest = tf.strings.as_string(tf.fingerprint(joined[None])[0])  # 8 bytes
+            return tf.strings.reduce_join(digest, separator="."), example[label_key]
+
+    keys, labels = [], []
+    for key, label in ds.map(key_of, num_parallel_calls=tf.data.AUTOTUNE).batch(4096):
+        keys += [k.decode("utf-8", "replace") for k in key.numpy()]
+        labels.append(label.numpy())
+    labels = np.concatenate(labels) if labels else np.zeros([0], np.int64)
+    return keys, labels.astype(np.int64), key_feature or "example bytes"
+
+
+def _subset(ds: tf.data.Dataset, members: np.ndarray, total: int) -> tf.data.Dataset:
+    """The examples of `ds` (in file order) whose positions are in `members`."""
+    mask = np.zeros(total, dtype=bool)
+    mask[members] = True
+    mask = tf.constant(mask)
+    ds = ds.enumerate().filter(lambda i, example: tf.gather(mask, i))
+    ds = ds.map(lambda i, example: example)
+    return ds.apply(tf.data.experimental.assert_cardinality(len(members)))
+
+
+def _plan_splits(builder: tfds.core.DatasetBuilder, split: Any) -> dict[str, str | None]:
+    """{tfl split: TFDS split string, "carve", or None}."""
+    available = list(builder.info.splits.keys())
+    if split is not None:
+        if not isinstance(split, dict) or not set(split) <= set(SPLIT_NAMES):
+            raise ValueError(
+                f"Received split={split!r}; expected None (the dataset's own splits) or a dict "
+                'with keys from ("train", "validation", "test") and TFDS split strings, e.g. '
+                '{"train": "train[:80%]", "validation": "train[80%:90%]", "test": "train[90%:]"}.'
+            )
+        return {s: split.get(s) for s in SPLIT_NAMES}
+    if "train" not in available:
+        raise ValueError(
+            f"{builder.info.full_name} has no 'train' split (it has {available}); pass "
+            'split={"train": ..., "validation": ..., "test": ...} with TFDS split strings.'
+        )
+    return {
+        "train": "train",
+        "validation": "validation" if "validation" in available else "carve",
+        "test": "test" if "test" in available else "carve",
+    }
+
+
+def _carve_fractions(plan: dict[str, str | None]) -> tuple[float, float, float]:
+    val, test = plan["validation"] == "carve", plan["test"] == "carve"
+    if val and test:
+        return (0.8, 0.1, 0.1)
+    return (0.9, 0.1 if val else 0.0, 0.1 if test else 0.0)
+
+
+def _text_pipeline(
+    ds: tf.data.Dataset, *, batch_size: int, training: bool, seed: int, fingerprint: str
+) -> tf.data.Dataset:
+    if int(batch_size) < 1:
+        raise ValueError(f"Received batch_size={batch_size}; expected a positive integer.")
+    if training:
+        n = int(ds.cardinality())
+        buffer = min(n, 16384) if n > 0 else 4096
+        ds = ds.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
+    ds = ds.batch(int(batch_size)).prefetch(tf.data.AUTOTUNE)
+    config = {
+        "version": _TEXT_PIPELINE_VERSION,
+        "batch_size": int(batch_size),
+        "training": bool(training),
+        "seed": int(seed) if training else None,
+    }
+    return mark(ds, augmented=False, fingerprint=make_fingerprint(fingerprint, config))
+
+
+def from_tfds(
+    name: str,
+    image_size: Any = None,
+    *,
+    data_dir: str | None = None,
+    download: bool = False,
+    split: dict[str, str] | None = None,
+    image_key: str = "image",
+    text_key: str = "text",
+    label_key: str = "label",
+    batch_size: int = 32,
+    seed: int = 0,
+    resize: str = "crop",
+    augment: Any = None,
+    mixup: float = 0.0,
+    cutmix: float = 0.0,
+    run_dir: str | None = None,
+) -> DataSplits:
+    """A TFDS classification dataset (images or text) as train / validation / test splits.
+
+    Splits: with `split=None` the dataset's own "train", "validation" and "test"; when it has
+    no validation (or test) split, one is carved out of "train" by `hash_split` over a stable
+    key per example (a "file_name" / "id" feature when there is one, else a fingerprint of the
+    example's stored bytes): 80/10/10 of train when both are missing, 90/10 when one is. A key
+    keeps its split whatever else is in the data. `split` may instead map "train" /
+    "validation" / "test" to TFDS split strings used as given (`"train[:80%]"`); a split left
+    out is None.
+
+    Image features give RGB float32 images in 0–255 resized to `image_size` (see
+    `tfl.data.images.image_pipeline`; augmentation, mixup and cutmix on the training split
+    only, mixup/cutmix making its labels float32 soft vectors). Text features give batches of
+    raw strings (the `TextClassifier`'s preprocessor tokenises them). Labels are int64 class
+    indices of the `ClassLabel` feature, whose names make the `LabelMap`.
+
+    Offline by default: "mnist5k" and "movie_sentences" prepare themselves from local files
+    (`prepare`); any other dataset must already be prepared under `data_dir`, or
+    `download=True` downloads and prepares it through TFDS.
+
+    Args:
+        name: a TFDS name ("mnist5k", "cifar10", "imdb_reviews:1.0.0", "x/config").
+        image_size: int, `(h, w)`, a tfl model or `ImageBackbone`; None keeps the stored size.
+            Image datasets only.
+        data_dir: the TFDS data directory; default `default_data_dir()` for tfl's offline
+            datasets and TFDS's own default (`~/tensorflow_datasets`, `$TFDS_DATA_DIR`) for
+            the others.
+        download: allow TFDS to download and prepare a dataset that is not prepared yet.
+        split: None, or a dict of TFDS split strings (see above).
+        image_key, text_key, label_key: the feature names of the input and the class label.
+        batch_size: examples per batch.
+        seed: seed of the carved splits, the shuffle and the augmentation.
+        resize: "crop", "resize" or "pad" (see `tfl.data.images.resize_image`).
+        augment: augmentation layers / names for the training split (images).
+        mixup, cutmix: Beta alphas for the training split (images; 0 = off).
+        run_dir: if given, `labels.json` and `data.json` are written there.
+
+    Returns:
+        `DataSplits` with batched `(x, y)` datasets, the `LabelMap` and an `info` dict
+        (dataset, split plan, example counts, per-class counts of carved splits, settings).
+
+    Raises:
+        ValueError: unknown dataset, feature or split.
+        FileNotFoundError: the dataset is not prepared and `download=False` (raised at once,
+            with how to prepare it offline).
+        RuntimeError: `download=True` and downloading or preparing failed.
+
+    Example:
+    >>> import tempfile
+    >>> from tfl.data.tfds_data import from_tfds
+    >>> data = from_tfds("mnist5k", 32, data_dir=tempfile.mkdtemp(), batch_size=8)
+    >>> data.info["num_examples"], data.labels.names[:3]
+    ({'train': 4029, 'validation': 484, 'test': 487}, ['0', '1', '2'])
+    >>> x, y = next(iter(data.validation))
+    >>> tuple(x.shape), x.dtype.name, y.dtype.name
+    ((8, 32, 32, 3), 'float32', 'int64')
+    """
+    builder = _builder(name, data_dir, download)
+    info = builder.info
+    features = info.features
+    if label_key not in features or not isinstance(features[label_key], tfds.features.ClassLabel):
+        kinds = {k: type(f).__name__ for k, f in features.items()}
+        raise ValueError(
+            f"Received label_key={label_key!r}; {info.full_name} has no ClassLabel feature of "
+            f"that name. Its features: {kinds}. Pass label_key= (a ClassLabel feature)."
+        )
+    if image_key in features and isinstance(features[image_key], tfds.features.Image):
+        kind, input_key = "image", image_key
+    elif text_key in features and isinstance(features[text_key], tfds.features.Text):
+        kind, input_key = "text", text_key
+    else:
+        kinds = {k: type(f).__name__ for k, f in features.items()}
+        raise ValueError(
+            f"Received image_key={image_key!r}, text_key={text_key!r}; {info.full_name} has no "
+            f"Image or Text feature of those names. Its features: {kinds}. Pass image_key= or "
+            "text_key=."
+        )
+    if kind == "text" and (image_size is not None or augment or mixup or cutmix):
+        raise ValueError(
+            f"Received image_size={image_size!r}, augment={augment!r}, mixup={mixup}, "
+            f"cutmix={cutmix} for the text dataset {info.full_name}; these apply to images. "
+            "Leave them at their defaults."
+        )
+    labels = LabelMap(features[label_key].names)
+
+    plan = _plan_splits(builder, split)
+    carve = [s for s in SPLIT_NAMES if plan[s] == "carve"]
+    members: dict[str, np.ndarray] = {}
+    counts, problems, key_source = {}, [], None
+    num_examples = {}
+    if carve:
+        keys, y, key_source = _example_keys(builder, "train", label_key)
+        fractions = _carve_fractions(plan)
+        parts = dict(zip(SPLIT_NAMES, hash_split(keys, fractions, seed=seed), strict=True))
+        for s in ["train", *carve]:
+            members[s] = parts[s]
+        present = ["train", *carve]
+        counts, problems = check_split_classes(y, [members[s] for s in present], present, labels)
+        if problems:
+            more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
+            warnings.warn(
+                f"{'; '.join(problems[:3])}{more}. Pass split= with TFDS split strings or "
+                "another seed.",
+                stacklevel=2,
+            )
+        # Membership enters the fingerprint: a different seed or data gives a different one.
+        member_digest = {s: make_fingerprint([keys[i] for i in members[s]]) for s in members}
+
+    datasets: dict[str, tf.data.Dataset | None] = dict.fromkeys(SPLIT_NAMES)
+    fingerprints = {}
+    for s in SPLIT_NAMES:
+        spec = plan[s]
+        if spec is None:
+            continue
+        source_split = "train" if spec == "carve" or s in members else spec
+        try:
+            ds = builder.as_dataset(split=source_split, shuffle_files=False)
+        except Exception as err:  # noqa: BLE001 - bad split strings raise several types
+            raise ValueError(
+                f"Received split {s}={spec!r}, which {info.full_name} cannot read ({err}); its "
+                f"splits are {list(info.splits.keys())} (slices like 'train[:80%]' work)."
+            ) from err
+        if s in members:
+            ds = _subset(ds, members[s], len(keys))
+            num_examples[s] = len(members[s])
+            source = make_fingerprint(
+                "tfds", info.full_name, s, fractions, seed, key_source, member_digest[s]
+            )
+        else:
+            num_examples[s] = int(info.splits[source_split].num_examples)
+            source = make_fingerprint("tfds", info.full_name, source_split)
+        ds = ds.map(
+            lambda example: (example[input_key], example[label_key]),
+            num_parallel_calls=tf.data.AUTOTUNE,
+        )
+        training = s == "train"
+        if kind == "image":
+            ds = image_pipeline(
+                ds,
+                image_size,
+                batch_size=batch_size,
+                resize=resize,
+                training=training,
+                augment=augment,
+                mixup=mixup,
+                cutmix=cutmix,
+                num_classes=len(labels),
+                seed=seed,
+                fingerprint=source,
+            )
+        else:
+            ds = _text_pipeline(
+                ds, batch_size=batch_size, training=training, seed=seed, fingerprint=source
+            )
+        datasets[s] = ds
+        fingerprints[s] = ds._tfl_fingerprint
+
+    data_info = {
+        "source": "tfds",
+        "name": name,
+        "full_name": info.full_name,
+        "data_dir": os.fspath(builder.data_dir_root),
+        "kind": kind,
+        "features": {"input": input_key, "label": label_key},
+        "classes": labels.names,
+        "splits": {
+            s: (f"hash split of train by {key_source}" if s in members else plan[s])
+            for s in SPLIT_NAMES
+        },
+        "num_examples": num_examples,
+        "counts": counts,
+        "class_warnings": problems,
+        "fingerprint": fingerprints,
+        "settings": {
+            "image_size": None if kind == "text" else image_size,
+            "batch_size": batch_size,
+            "seed": seed,
+            "resize": resize if kind == "image" else None,
+            "augment": _describe_augment(augment),
+            "mixup": mixup,
+            "cutmix": cutmix,
+            "split": split,
+        },
+    }
+    data = DataSplits(
+        datasets["train"],
+        datasets["validation"],
+        datasets["test"],
+        labels,
+        BadInputReport(kind="examples"),
+        data_info,
+    )
+    if run_dir is not None:
+        data.save(run_dir)
+    return data
