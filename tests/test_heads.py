@@ -2,6 +2,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from helpers import assert_keras_round_trip, images, tiny_image_base
 
 import tfl
 from tfl.heads import get_head
@@ -268,4 +269,24 @@ def test_auto_compile_fits_soft_labels_and_evaluates_int_labels(head_cls, tmp_pa
     )
     np.testing.assert_allclose(
         restored.evaluate(x_mix, soft, verbose=0), model.evaluate(x_mix, soft, verbose=0), rtol=1e-5
+    )
+
+
+def test_image_classifier_auto_compile_trains_on_soft_labels_and_round_trips(tmp_path):
+    x = images(8)
+    labels = np.arange(8) % 3
+    soft = 0.7 * np.eye(3, dtype="float32")[labels] + 0.3 * np.eye(3, dtype="float32")[::-1][labels]
+    model = tfl.ImageClassifier(tiny_image_base(), num_classes=3)
+    model.compile(label_smoothing=0.1)  # loss="auto", metrics="auto"
+    head_kernel = model.head.output_dense.kernel.numpy().copy()
+    model.fit(x, soft, batch_size=4, epochs=1, verbose=0)
+    assert not np.allclose(model.head.output_dense.kernel.numpy(), head_kernel)
+    results = model.evaluate(x, labels, batch_size=4, verbose=0, return_dict=True)
+    predicted = model.predict(x, verbose=0).argmax(-1)
+    np.testing.assert_allclose(results["accuracy"], (predicted == labels).mean())
+    restored = assert_keras_round_trip(model, x, tmp_path)
+    np.testing.assert_allclose(
+        restored.evaluate(x, soft, batch_size=4, verbose=0),
+        model.evaluate(x, soft, batch_size=4, verbose=0),
+        rtol=1e-5,
     )
