@@ -241,9 +241,11 @@ class _Writer:
         self.files: list = []
         self.shapes: list[tuple] = []
         self.rows = 0
+        self.first_batch = None
 
     def add(self, arrays: list[np.ndarray]):
         if not self.shapes:
+            self.first_batch = len(arrays[0])
             self.shapes = [a.shape[1:] for a in arrays]
             self.chunks = [[] for _ in arrays]
             if self.folder:
@@ -276,10 +278,14 @@ def _concat(parts: list) -> Any:
 def _extract(feature_model, dataset, writer: _Writer) -> tuple[Any, Any]:
     """Run `feature_model` over `dataset` once; return the targets and sample weights."""
     strategy = tf.distribute.get_strategy()
+    forward = getattr(feature_model, "_tfl_forward", None)
+    if forward is None:  # traced once per feature model, like Keras' predict_function
 
-    @tf.function(reduce_retracing=True)
-    def forward(x):
-        return tree.flatten(feature_model(x, training=False))
+        @tf.function(reduce_retracing=True)
+        def forward(x):
+            return tree.flatten(feature_model(x, training=False))
+
+        feature_model._tfl_forward = forward
 
     targets, weights = [], []
     distributed = strategy.num_replicas_in_sync > 1
@@ -478,15 +484,10 @@ class FeatureCache:
             feature_model, _ = split_at_bases(model)
         start = time.perf_counter()
         key = self._key(feature_model, model, x, y, sample_weight, batch_size)
-        if batch_size is None and isinstance(x, tf.data.Dataset):
-            first = next(iter(x), None)
-            if first is None:
-                raise ValueError("Received an empty dataset; there is nothing to train on.")
-            batch_size = int(tree.flatten(first)[0].shape[0])
         found = self._load(key)
         if found is not None:
             found.seconds = time.perf_counter() - start
-            found.batch_size = batch_size
+            found.batch_size = batch_size or found.batch_size
             self._remember(key, found)
             if verbose:
                 print(f"Loaded {len(found):,} cached feature vectors in {found.seconds:.1f} s.")
@@ -507,11 +508,13 @@ class FeatureCache:
             raise
         if writer.rows == 0:
             raise ValueError("Received empty data; there is nothing to extract features from.")
+        batch_size = batch_size or writer.first_batch
         seconds = time.perf_counter() - start
         if folder:
             meta = {
                 "format": _FORMAT,
                 "rows": writer.rows,
+                "batch_size": batch_size,
                 "shapes": [list(s) for s in writer.shapes],
                 "targets": _save_structure(folder, "targets", targets),
                 "sample_weight": _save_structure(folder, "sample_weight", weights),
@@ -565,7 +568,9 @@ class FeatureCache:
             arrays = [np.array(a) for a in arrays]
         targets = _load_structure(folder, "targets", meta["targets"])
         weights = _load_structure(folder, "sample_weight", meta["sample_weight"])
-        return CachedFeatures(arrays, targets, weights, key, from_cache, seconds)
+        found = CachedFeatures(arrays, targets, weights, key, from_cache, seconds)
+        found.batch_size = meta.get("batch_size")
+        return found
 
     def clear(self) -> None:
         """Forget every cached feature set (memory and this cache's folder)."""

@@ -716,6 +716,7 @@ def _fit_on_features(
     if isinstance(x, tf.data.Dataset):
         # Same batches as the source data; shuffled each epoch unless shuffle=False was asked.
         data = dict(x=train.dataset(train.batch_size, shuffle=shuffle is not False, seed=None))
+        data["shuffle"] = False  # the dataset shuffles itself
         if validation is not None:
             data["validation_data"] = validation.dataset(validation.batch_size)
     else:
