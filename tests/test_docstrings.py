@@ -10,7 +10,12 @@ import tfl
 
 MODULES = [
     "tfl.backbones",
+    "tfl.cache",
     "tfl.callbacks",
+    "tfl.data.images",
+    "tfl.data.splits",
+    "tfl.data.text",
+    "tfl.data.tfds_data",
     "tfl.datasets",
     "tfl.families",
     "tfl.freezing",

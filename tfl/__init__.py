@@ -1,7 +1,9 @@
 """tfl: transfer learning for Keras 3 on TensorFlow.
 
 Pretrained bases (`ImageBackbone`, keras-hub text backbones via `tfl.text`), heads, task models
-that work with plain `compile`/`fit`/`evaluate`/`predict`, and freezing by block groups.
+that work with plain `compile`/`fit`/`evaluate`/`predict`, freezing by block groups, fine-tuning
+schedules (`fit_phases`, `two_phase`), data pipelines (`tfl.data`) and the bottleneck feature
+cache (`tfl.cache`).
 """
 
 import os
@@ -9,8 +11,9 @@ import os
 # tfl is built on the TensorFlow backend (tf.data, tf.distribute, SavedModel/TFLite export).
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
-from tfl import callbacks, optimizers, regularizers, text  # noqa: E402
+from tfl import cache, callbacks, data, optimizers, regularizers, text  # noqa: E402
 from tfl.backbones import ImageBackbone  # noqa: E402
+from tfl.cache import FeatureCache  # noqa: E402
 from tfl.callbacks import TransferWarning, lint, standard_callbacks  # noqa: E402
 from tfl.families import ImagePreprocessing, get_spec, list_backbones  # noqa: E402
 from tfl.freezing import (  # noqa: E402
@@ -61,6 +64,7 @@ from tfl.version import __version__  # noqa: E402
 
 __all__ = [
     "ClassificationHead",
+    "FeatureCache",
     "FusionClassifier",
     "Head",
     "ImageBackbone",
@@ -86,7 +90,9 @@ __all__ = [
     "apply_l2sp",
     "block_groups",
     "block_lr_multipliers",
+    "cache",
     "callbacks",
+    "data",
     "exclude_bias_and_norm",
     "feature_extraction",
     "fine_tune",
