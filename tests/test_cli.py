@@ -33,6 +33,12 @@ def test_tfl_train_end_to_end_writes_a_reloadable_run(tmp_path, capsys):
     best = keras.saving.load_model(os.path.join(run_dir, "best.keras"), safe_mode=True)
     assert best.count_params() > 0
     assert os.listdir(os.path.join(run_dir, "logs"))
+    # The label map travels with the run (tfl.data writes it), for predict and export.
+    from tfl.data import LabelMap
+
+    assert LabelMap.load(run_dir).names == [str(d) for d in range(10)]
+    with open(os.path.join(run_dir, "data.json")) as f:
+        assert "mnist5k" in f.read()
     model = keras.saving.load_model(os.path.join(run_dir, "model.keras"), safe_mode=True)
     images, labels = load_mnist_5k()
     ds = grey_digits_dataset(images[:20], labels[:20], 32, 10)
@@ -46,6 +52,8 @@ def test_tfl_train_end_to_end_writes_a_reloadable_run(tmp_path, capsys):
         (["train", "--image-size", "16"], "below MobileNetV2's minimum of 32"),
         (["train", "--epochs-head", "-1"], "expected an integer >= 0, received '-1'"),
         (["train", "--train-size", "0"], "expected a positive integer, received '0'"),
+        (["train", "--train-size", "45"], "--train-size 45 must be a multiple of 10"),
+        (["train", "--test-size", "4990"], "more than the 5,000 images of MNIST-5k"),
     ],
 )
 def test_tfl_train_bad_arguments_exit_2_with_a_clear_message(argv, message, capsys, tmp_path):

