@@ -25,6 +25,8 @@ from tfl.freezing import (  # noqa: E402
     unfreeze,
 )
 from tfl.heads import (  # noqa: E402
+    ClassificationAccuracy,
+    ClassificationCrossentropy,
     ClassificationHead,
     Head,
     MLPHead,
@@ -63,6 +65,8 @@ from tfl.schedules import (  # noqa: E402
 from tfl.version import __version__  # noqa: E402
 
 __all__ = [
+    "ClassificationAccuracy",
+    "ClassificationCrossentropy",
     "ClassificationHead",
     "FeatureCache",
     "FusionClassifier",

@@ -278,14 +278,20 @@ def _concat(parts: list) -> Any:
 def _extract(feature_model, dataset, writer: _Writer) -> tuple[Any, Any]:
     """Run `feature_model` over `dataset` once; return the targets and sample weights."""
     strategy = tf.distribute.get_strategy()
-    forward = getattr(feature_model, "_tfl_forward", None)
-    if forward is None:  # traced once per feature model, like Keras' predict_function
+    # Traced once per feature model and input spec, with the batch dimension left open (as
+    # Keras' predict_function), so a last partial batch does not trace the graph again.
+    x_spec = keras.utils.unpack_x_y_sample_weight(dataset.element_spec)[0]
+    x_spec = tree.map_structure(
+        lambda s: tf.TensorSpec((None, *s.shape[1:]), s.dtype, s.name), x_spec
+    )
+    traced = feature_model.__dict__.setdefault("_tfl_forward", {})
+    forward = traced.get(repr(x_spec))
+    if forward is None:
 
-        @tf.function(reduce_retracing=True)
-        def forward(x):
+        def call(x):
             return tree.flatten(feature_model(x, training=False))
 
-        feature_model._tfl_forward = forward
+        forward = traced[repr(x_spec)] = tf.function(call, input_signature=[x_spec])
 
     targets, weights = [], []
     distributed = strategy.num_replicas_in_sync > 1
