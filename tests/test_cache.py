@@ -188,3 +188,58 @@ def test_callbacks_see_the_full_task_and_can_stop_a_cached_phase(tmp_path):
     assert set(seen) == {"ImageClassifier"}
     restored = keras.saving.load_model(str(tmp_path / "best.keras"))
     assert isinstance(restored, tfl.ImageClassifier)
+
+
+DISTRIBUTED_SCRIPT = """
+import json, os, sys
+import tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+import keras, numpy as np
+sys.path.insert(0, sys.argv[1])
+import tfl
+from helpers import images, tiny_image_base
+from tfl.cache import FeatureCache
+
+x, y = images(9), np.arange(9) % 3
+keras.utils.set_random_seed(0)
+plain = FeatureCache(None).features(tfl.ImageClassifier(tiny_image_base(), 3), x, y, batch_size=4)
+strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+with strategy.scope():
+    keras.utils.set_random_seed(0)
+    model = tfl.ImageClassifier(tiny_image_base(), 3)
+    mirrored = FeatureCache(None).features(model, x, y, batch_size=4)
+    history = tfl.fit_phases(model, tfl.feature_extraction(2), x, y, batch_size=4,
+                             cache="memory", verbose=0)
+print("RESULT" + json.dumps({
+    "replicas": strategy.num_replicas_in_sync,
+    "max_diff": float(np.abs(plain.x - mirrored.x).max()),
+    "scale": float(np.abs(plain.x).max()),
+    "targets": mirrored.targets.tolist(),
+    "epochs": history.epoch,
+}))
+"""
+
+
+def test_extraction_under_mirrored_strategy_keeps_examples_and_labels_together():
+    import json
+    import subprocess
+    import sys
+
+    tests = os.path.dirname(os.path.abspath(__file__))
+    env = dict(os.environ, KERAS_BACKEND="tensorflow", TF_CPP_MIN_LOG_LEVEL="2")
+    proc = subprocess.run(
+        [sys.executable, "-c", DISTRIBUTED_SCRIPT, tests],
+        capture_output=True,
+        text=True,
+        cwd=os.path.dirname(tests),
+        env=env,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout.split("RESULT", 1)[1])
+    assert result["replicas"] == 2
+    # The batch is split over the two replicas and put back together: same rows, same order.
+    assert result["max_diff"] <= 1e-5 * max(result["scale"], 1e-30) + 1e-12
+    assert result["targets"] == (np.arange(9) % 3).tolist()
+    assert result["epochs"] == [0, 1]
