@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import warnings
 from collections.abc import Sequence
 from typing import Any
@@ -462,8 +463,11 @@ def _decode_error(path: str) -> str:
             return "empty file (0 bytes)"
         decode_image(tf.io.read_file(path))
     except (tf.errors.OpError, OSError) as e:
-        message = getattr(e, "message", None) or str(e)
-        return f"cannot be decoded: {message.strip().splitlines()[0][:200]}"
+        message = (getattr(e, "message", None) or str(e)).strip().splitlines()[0]
+        # Drop TensorFlow's op decorations: "{{function_node ...}} <reason> [Op:DecodeImage]".
+        message = re.sub(r"\{\{[^}]*\}\}\s*", "", message)
+        message = re.sub(r"\s*\[Op:[^\]]*\].*$", "", message)
+        return f"cannot be decoded: {message[:200]}"
     return "could not be decoded"
 
 
@@ -671,7 +675,8 @@ def from_folder(
     keep[bad] = False
     if report.count:
         warnings.warn(
-            f"{report.summary()} They are left out" + (f"; see {run_dir}." if run_dir else "."),
+            f"{report.summary()} They are left out"
+            + (f"; see {os.path.join(run_dir, 'bad_inputs.txt')}." if run_dir else "."),
             stacklevel=2,
         )
 
