@@ -385,7 +385,10 @@ def _show(value: Any) -> str:
 
 
 def _did_you_mean(value: Any, choices: Sequence[Any], n: int = 3) -> str:
-    close = difflib.get_close_matches(str(value), [str(c) for c in choices], n=n, cutoff=0.6)
+    names = [str(c) for c in choices]
+    close = difflib.get_close_matches(str(value), names, n=n, cutoff=0.6)
+    if not close and len(str(value)) >= 3:  # a prefix or part: "text" -> text_classification
+        close = [c for c in names if str(value).lower() in c.lower()][:n]
     return f"Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
 
 
@@ -587,6 +590,22 @@ def load_yaml(path: str | os.PathLike) -> dict[str, Any]:
     return data
 
 
+class _Inline(dict):
+    """A mapping written inline by `to_yaml`."""
+
+
+class _Dumper(yaml.SafeDumper):
+    pass
+
+
+_Dumper.add_representer(
+    list, lambda d, data: d.represent_sequence("tag:yaml.org,2002:seq", data, flow_style=True)
+)
+_Dumper.add_representer(
+    _Inline, lambda d, data: d.represent_mapping("tag:yaml.org,2002:map", data, flow_style=True)
+)
+
+
 def to_yaml(config: RunConfig) -> str:
     """The full configuration as YAML, every key written (what `--print-config` prints).
 
@@ -597,8 +616,13 @@ def to_yaml(config: RunConfig) -> str:
     >>> print(to_yaml(RunConfig()).splitlines()[4:8])
     ['data:', '  source: tfds', '  name: mnist5k', '  path: null']
     """
-    return yaml.safe_dump(
-        to_dict(config), sort_keys=False, default_flow_style=None, allow_unicode=True, width=100
+    tree = to_dict(config)
+    # Sections block style; lists and the small leaf mappings inline ({train: 50, ...}).
+    if tree["data"]["max_per_class"] is not None:
+        tree["data"]["max_per_class"] = _Inline(tree["data"]["max_per_class"])
+    tree["model"]["tasks"] = {k: _Inline(v) for k, v in tree["model"]["tasks"].items()}
+    return yaml.dump(
+        tree, Dumper=_Dumper, sort_keys=False, default_flow_style=False, allow_unicode=True
     )
 
 
@@ -1130,10 +1154,14 @@ def _validate_train(
             "time from the top",
             "Use train.unfreeze: all or the number of groups to open, e.g. 3.",
         )
-    head_lr = _number("train.head_learning_rate", train.head_learning_rate, 0.001, 0.0, True)
+    head_lr = _number(
+        "train.head_learning_rate", train.head_learning_rate, 0.001, 0.0, low_open=True
+    )
     finetune_lr = train.finetune_learning_rate
     if finetune_lr != "auto":
-        finetune_lr = _number("train.finetune_learning_rate", finetune_lr, 0.0001, 0.0, True)
+        finetune_lr = _number(
+            "train.finetune_learning_rate", finetune_lr, 0.0001, 0.0, low_open=True
+        )
     optimizer = _choice("train.optimizer", train.optimizer, OPTIMIZERS)
     weight_decay = _number("train.weight_decay", train.weight_decay, 0.05, 0.0, none_ok=True)
     layer_decay = _number(
