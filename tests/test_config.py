@@ -216,6 +216,14 @@ def test_set_reaches_into_tasks_and_flags_take_lists():
     assert config.model.base == ("mobilenet_v2_torchvision", "resnet50")
 
 
+def test_max_per_class_flag_merges_per_split_like_the_yaml_file():
+    config = parse("--data.max-per-class", "{train: 10}", "--train.cache", "true")
+    assert config.data.max_per_class == {"train": 10, "validation": 50, "test": 100}
+    assert config.train.cache is True
+    config = parse("--data.max-per-class", "null", "--set", "train.cache='false'")
+    assert config.data.max_per_class is None and config.train.cache is False
+
+
 def test_todays_tfl_train_flags_still_work():
     config = parse("--image-size", "64", "--batch-size", "4", "--epochs-head", "1", "--seed", "3")
     assert (config.data.image_size, config.data.batch_size) == (64, 4)

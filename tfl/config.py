@@ -707,6 +707,10 @@ def _choice(key: str, value: Any, choices: Sequence[Any], fix: str = "") -> Any:
         return value.lower()
     if not isinstance(value, str) and any(value is c for c in choices):
         return value
+    if isinstance(value, str) and value.lower() in ("true", "false"):  # a quoted YAML bool
+        flag = value.lower() == "true"
+        if any(flag is c for c in choices):
+            return flag
     raise ConfigError(
         key,
         f"{_received(value)}; expected one of {_listing(choices)}",
@@ -1449,6 +1453,9 @@ def _deep_set(tree: dict, key: str, value: Any) -> None:
                 f"Set {where} itself, e.g. --set {where}=...",
             )
         node = child
+    old = node.get(parts[-1])
+    if key == "data.max_per_class" and isinstance(value, dict) and isinstance(old, dict):
+        value = {**old, **{_key(k): v for k, v in value.items()}}  # as in a YAML file
     node[parts[-1]] = value
 
 
