@@ -190,6 +190,9 @@ def test_evaluate_model_errors():
     x_only = tf.data.Dataset.from_tensor_slices(np.eye(3, dtype="float32")).batch(2)
     with pytest.raises(ValueError, match=r"not \(x, y\)"):
         evaluate_model(_oracle(), x_only)
+    multilabel = tfl.ImageClassifier(tiny_image_base(), num_classes=3, head="multilabel")
+    with pytest.raises(ValueError, match="MultiLabelHead; the tfl.evaluate metrics are for"):
+        evaluate_model(multilabel, tf.data.Dataset.from_tensor_slices((images(2), [0, 1])).batch(2))
 
 
 # --- plots ------------------------------------------------------------------------------------

@@ -262,9 +262,12 @@ def _softmax(scores: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=1, keepdims=True)
 
 
-def _outputs_are_scores(model, outputs: np.ndarray) -> bool:
-    """Whether a model's outputs are scores (logits, SVM margins) rather than probabilities."""
-    from tfl.heads import ClassificationHead, Head, MultiLabelHead, RegressionHead
+def _head_gives_scores(model) -> bool | None:
+    """True for a head without softmax (logits, SVM margins), False for softmax, None: unknown.
+
+    Raises for heads that are not single-label classification.
+    """
+    from tfl.heads import Head, MultiLabelHead, RegressionHead
 
     head = getattr(model, "head", None)
     if isinstance(head, MultiLabelHead | RegressionHead):
@@ -272,13 +275,14 @@ def _outputs_are_scores(model, outputs: np.ndarray) -> bool:
             f"Received a model with a {type(head).__name__}; the tfl.evaluate metrics are for "
             "single-label classification (ClassificationHead, MLPHead, SVMHead)."
         )
-    if isinstance(head, ClassificationHead | Head):
+    if isinstance(head, Head):
         return head.activation != "softmax"
-    rows = outputs.sum(axis=1) if outputs.size else np.ones(0)
-    return bool((outputs < 0).any() or np.abs(rows - 1).max(initial=0) > _PROB_ATOL)
+    return None
 
 
 def _predict_probabilities(model, predict: Callable[[], Any]) -> tuple[np.ndarray, bool]:
+    """Class probabilities from `predict()`, and whether they are a softmax of scores."""
+    scores = _head_gives_scores(model)
     outputs = predict()
     if isinstance(outputs, dict | list | tuple):
         raise ValueError(
@@ -290,7 +294,9 @@ def _predict_probabilities(model, predict: Callable[[], Any]) -> tuple[np.ndarra
         raise ValueError(
             f"Received model outputs of shape {outputs.shape}; expected (batch, num_classes)."
         )
-    scores = _outputs_are_scores(model, outputs)
+    if scores is None:  # not a tfl head: outputs that are not probabilities are scores
+        sums = outputs.sum(axis=1)
+        scores = bool((outputs < 0).any() or np.abs(sums - 1).max(initial=0) > _PROB_ATOL)
     return (_softmax(outputs) if scores else outputs), scores
 
 
@@ -337,6 +343,7 @@ def evaluate_model(model: keras.Model, dataset, labels=None, top_k: Sequence[int
             f"Received dataset={type(dataset).__name__}; expected a tf.data.Dataset of (x, y) "
             "batches. For arrays use tf.data.Dataset.from_tensor_slices((x, y)).batch(32)."
         )
+    _head_gives_scores(model)  # fails fast for multi-label / regression heads
     outputs, targets = [], []
     for batch in dataset:
         if not isinstance(batch, tuple | list) or len(batch) not in (2, 3):
@@ -795,6 +802,12 @@ def _skipped(info: Mapping) -> int | None:
     return None
 
 
+def _epoch_range(phase: Mapping) -> str:
+    """1-based, inclusive epochs of a phase: "3–4", or "3" for one epoch."""
+    first, last = phase["start_epoch"] + 1, phase["end_epoch"]
+    return f"{first}–{last}" if last > first else f"{first}"
+
+
 def _phase_rows(phases: list[dict], epochs: list[int], columns: Mapping[str, np.ndarray]):
     metric = _accuracy_key(columns)
     keys = [k for k in (f"val_{metric}" if metric else None, "val_loss") if k and k in columns]
@@ -806,7 +819,7 @@ def _phase_rows(phases: list[dict], epochs: list[int], columns: Mapping[str, np.
     for phase in phases:
         start, end = phase["start_epoch"], phase["end_epoch"]
         inside = (epoch_array >= start) & (epoch_array < end)
-        row = [phase["name"], f"{start + 1}–{end}" if end > start + 1 else f"{start + 1}"]
+        row = [phase["name"], _epoch_range(phase)]
         for key in keys:
             values = columns[key][inside] if len(epoch_array) else np.array([])
             values = values[~np.isnan(values)]
@@ -910,7 +923,7 @@ def write_report(
             lines += ["## Phases", ""] + _table(header, rows) + [""]
     elif phases is not None:
         resolved = _load_phases(phases)
-        rows = [(p["name"], f"{p['start_epoch'] + 1}–{p['end_epoch']}") for p in resolved]
+        rows = [(p["name"], _epoch_range(p)) for p in resolved]
         lines += ["## Phases", ""] + _table(["phase", "epochs"], rows) + [""]
 
     if metrics:
