@@ -1,0 +1,331 @@
+"""Run a configured training job end to end: data → model → phases → evaluation → run dir.
+
+This is what `tfl train` and the recipes run. Each step is a public function, so a recipe can
+be read (and changed) one step at a time:
+
+1. `load_data(config)`: the `tfl.data` loader for `config.data` (TFDS, folder, CSV/JSONL),
+   at the base's input size, with labels, counts and skipped inputs written to the run dir.
+2. `build_model(config, data)`: the recipe's task model on its pretrained base(s).
+3. `make_phases(config)`: the fine-tuning schedule (`tfl.two_phase`, `partial`,
+   `gradual_unfreezing`, `feature_extraction`).
+4. `train(config)`: all of the above, then `tfl.fit_phases` with the standard callbacks
+   (best checkpoint, early stopping, logs, backup: re-running with the same `output` resumes a
+   killed run), then evaluation on the test split and the run directory: `config.yaml`,
+   `labels.json`, `data.json`, `history.csv`, `history.png`, `metrics.json`,
+   `evaluation.json`, `confusion_matrix.png`, `model.keras`, `best.keras`, `report.md`.
+5. `evaluate_run(run_dir)`: reload a finished run's model and data and evaluate it again.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tfl import config as config_lib
+
+# Derived multitask labels as tf ops (tfl.config.DERIVED_LABELS holds their class names).
+_DERIVED_TF = {"parity": lambda y: tf.math.floormod(tf.cast(y, tf.int64), 2)}
+
+
+def _weights(value: str):
+    if value in ("imagenet", "pretrained"):
+        return "imagenet"
+    return None if value == "none" else value
+
+
+def _bases(config) -> tuple[str, ...]:
+    base = config.model.base
+    return tuple(base) if isinstance(base, tuple | list) else (base,)
+
+
+def image_size(config) -> int:
+    """The image side for `config`: `data.image_size`, or the (first) base's default."""
+    if config.data.image_size:
+        return int(config.data.image_size)
+    from tfl.families import get_spec
+
+    return int(get_spec(_bases(config)[0])[1].default_size)
+
+
+def is_text(config) -> bool:
+    return config.recipe in config_lib.TEXT_RECIPES
+
+
+def load_data(config, run_dir: str | None = None):
+    """`config.data` as a `tfl.data.DataSplits` (labels and info written to `run_dir`)."""
+    import tfl.data
+
+    data = config.data
+    common = dict(
+        batch_size=data.batch_size,
+        seed=config.seed,
+        run_dir=run_dir,
+        max_per_class=data.max_per_class,
+    )
+    images = dict(resize=data.resize, augment=list(data.augment) or None)
+    images.update(mixup=data.mixup, cutmix=data.cutmix)
+    if data.source == "tfds":
+        kwargs = dict(common, data_dir=data.data_dir, download=data.download)
+        if not is_text(config):
+            kwargs.update(images, image_size=image_size(config))
+        return tfl.data.from_tfds(data.name, **kwargs)
+    if data.source == "folder":
+        return tfl.data.from_folder(
+            data.path, image_size(config), splits=tuple(data.splits), **images, **common
+        )
+    loader = tfl.data.from_csv if data.source == "csv" else tfl.data.from_jsonl
+    column = data.text_column
+    column = list(column) if isinstance(column, tuple | list) else column
+    return loader(data.path, column, data.label_column, splits=tuple(data.splits), **common)
+
+
+def _task_targets(config, data):
+    """Multitask: map each split's labels to `{task: labels}` (derived labels computed)."""
+    tasks = config.model.tasks
+
+    def targets(x, y):
+        out = {}
+        for name, task in tasks.items():
+            column = task.get("label_column", name)
+            derived = column.split(":", 1)[1] if ":" in column else None
+            out[name] = _DERIVED_TF[derived](y) if derived else y
+        return x, out
+
+    splits = [None if ds is None else ds.map(targets) for ds in (data.train, data.validation)]
+    test = None if data.test is None else data.test.map(targets)
+    for ds, source in zip((*splits, test), (data.train, data.validation, data.test), strict=True):
+        if ds is not None:  # keep tfl.data's marks for the feature cache
+            ds._tfl_augmented = getattr(source, "_tfl_augmented", None)
+            fingerprint = getattr(source, "_tfl_fingerprint", "")
+            ds._tfl_fingerprint = (
+                f"{fingerprint}|tasks={sorted(tasks.items())}" if fingerprint else ""
+            )
+    return dataclasses.replace(data, train=splits[0], validation=splits[1], test=test)
+
+
+def _num_classes(config, data, column: str) -> int:
+    if ":" in column:
+        return len(config_lib.DERIVED_LABELS[column.split(":", 1)[1]][1])
+    return len(data.labels)
+
+
+def build_model(config, data) -> keras.Model:
+    """The recipe's task model on freshly loaded pretrained base(s)."""
+    import tfl
+    from tfl.heads import get_head
+
+    head = "classification" if config.model.head == "logistic" else config.model.head
+    num_classes = len(data.labels)
+    if is_text(config):
+        preset = _bases(config)[0]
+        backbone = tfl.text.load_bert_backbone(preset)
+        length = config.data.sequence_length
+        preprocessor = tfl.data.text_preprocessor(data, preset, sequence_length=length)
+        return tfl.TextClassifier(
+            backbone,
+            num_classes,
+            head=head,
+            preprocessor=preprocessor,
+            pooling=config.model.pooling,
+        )
+    size = image_size(config)
+    weights = config.model.weights
+    weights = weights if isinstance(weights, tuple | list) else (weights,) * len(_bases(config))
+    backbones = [
+        tfl.ImageBackbone(name, (size, size, 3), weights=_weights(w), pooling=config.model.pooling)
+        for name, w in zip(_bases(config), weights, strict=True)
+    ]
+    if config.recipe == "feature_fusion":
+        return tfl.FusionClassifier(backbones, num_classes, head=head, fusion=config.model.fusion)
+    if config.recipe == "multitask":
+        heads = {
+            name: get_head(
+                task.get("head", "classification"),
+                _num_classes(config, data, task.get("label_column", name)),
+            )
+            for name, task in config.model.tasks.items()
+        }
+        return tfl.MultiTaskModel(backbones[0], heads)
+    return tfl.ImageClassifier(backbones[0], num_classes, head=head)
+
+
+def make_phases(config) -> list:
+    """The fine-tuning phases of `config.train` (see `tfl.config.TrainConfig`)."""
+    import tfl
+
+    t = config.train
+    if t.schedule == "feature_extraction":
+        return tfl.feature_extraction(
+            t.head_epochs,
+            learning_rate=t.head_learning_rate,
+            optimizer=t.optimizer,
+            label_smoothing=t.label_smoothing,
+            weight_decay=t.weight_decay,
+        )
+    if t.schedule == "gradual_unfreezing":
+        return tfl.gradual_unfreezing(
+            t.unfreeze if isinstance(t.unfreeze, int) else 4,
+            epochs_per_phase=t.finetune_epochs,
+            head_epochs=t.head_epochs,
+            head_learning_rate=t.head_learning_rate,
+            learning_rate=t.finetune_learning_rate,
+            optimizer=t.optimizer,
+            layer_decay=t.layer_decay,
+        )
+    unfreeze = list(t.unfreeze) if isinstance(t.unfreeze, tuple) else t.unfreeze
+    return tfl.two_phase(
+        t.head_epochs,
+        t.finetune_epochs,
+        unfreeze=unfreeze,
+        head_learning_rate=t.head_learning_rate,
+        finetune_learning_rate=t.finetune_learning_rate,
+        optimizer=t.optimizer,
+        layer_decay=t.layer_decay,
+        weight_decay=t.weight_decay,
+        label_smoothing=t.label_smoothing,
+    )
+
+
+def _evaluate(model, dataset, config, data) -> dict:
+    """Test metrics: per head for multitask models."""
+    from tfl.evaluate import classification_metrics, evaluate_model
+
+    top_k = (config.evaluate.top_k,)
+    if config.recipe != "multitask":
+        return evaluate_model(model, dataset, labels=data.labels, top_k=top_k)
+    ys, probs = {}, {}
+    for x, y in dataset:
+        out = model(x, training=False)
+        for name in out:
+            ys.setdefault(name, []).append(np.asarray(y[name]))
+            probs.setdefault(name, []).append(np.asarray(out[name]))
+    metrics = {}
+    for name, task in config.model.tasks.items():
+        column = task.get("label_column", name)
+        names = (
+            config_lib.DERIVED_LABELS[column.split(":", 1)[1]][1]
+            if ":" in column
+            else data.labels.names
+        )
+        metrics[name] = classification_metrics(
+            np.concatenate(ys[name]), np.concatenate(probs[name]), labels=list(names), top_k=top_k
+        )
+    metrics["accuracy"] = float(np.mean([m["accuracy"] for m in metrics.values()]))
+    return metrics
+
+
+def train(config, verbose="auto") -> dict:
+    """Run `config` end to end; returns `{"run_dir", "model", "metrics", "history"}`.
+
+    Re-running with the same `output` directory resumes a killed run (Keras BackupAndRestore
+    per phase, see `tfl.fit_phases`).
+    """
+    import tfl
+    from tfl.evaluate import plot_history, save_metrics, write_report
+
+    config = config_lib.validate(config)
+    run_dir = config_lib.run_dir(config)
+    os.makedirs(run_dir, exist_ok=True)
+    with open(os.path.join(run_dir, "config.yaml"), "w") as f:
+        f.write(config_lib.to_yaml(config))
+    keras.utils.set_random_seed(config.seed)
+    started = time.time()
+
+    data = load_data(config, run_dir)
+    if config.recipe == "multitask":
+        data = _task_targets(config, data)
+    model = build_model(config, data)
+    notes = []
+    phases = make_phases(config)
+    if config.train.lr_find:
+        found = tfl.lr_find(model, data.train, plot_path=os.path.join(run_dir, "lr_find.png"))
+        if found.suggestion:
+            phases[0] = dataclasses.replace(phases[0], learning_rate=float(found.suggestion))
+            notes.append(f"Learning-rate finder: head learning rate {found.suggestion:.2e}.")
+
+    validation = data.validation
+    monitor = "val_loss" if validation is not None else "loss"
+    patience = config.train.early_stopping_patience
+    callbacks = tfl.standard_callbacks(
+        run_dir, monitor=monitor, patience=patience or 1, early_stopping=patience is not None
+    )
+    history = tfl.fit_phases(
+        model,
+        phases,
+        data.train,
+        validation_data=validation,
+        callbacks=callbacks,
+        cache=config.train.cache,
+        l2sp=config.train.l2sp,
+        verbose=verbose,
+    )
+
+    test = data.test if data.test is not None else validation
+    metrics = _evaluate(model, test, config, data) if test is not None else {}
+    model.save(os.path.join(run_dir, "model.keras"))
+    if metrics and config.recipe != "multitask":
+        save_metrics(run_dir, metrics, name="evaluation")
+    elif metrics:
+        with open(os.path.join(run_dir, "evaluation.json"), "w") as f:
+            json.dump(metrics, f, indent=2, default=float)
+    history_csv = os.path.join(run_dir, "history.csv")
+    if os.path.exists(history_csv):
+        plot_history(history_csv, os.path.join(run_dir, "history.png"), phases=history.phases)
+    summary = {
+        "test_accuracy": metrics.get("accuracy"),
+        "evaluated_on": "test" if data.test is not None else "validation",
+        "seconds_total": round(time.time() - started, 1),
+        "phases": history.phases,
+        "history": {"epoch": history.epoch, **history.history},
+    }
+    with open(os.path.join(run_dir, "metrics.json"), "w") as f:
+        json.dump(summary, f, indent=2, default=float)
+    write_report(
+        run_dir,
+        title=f"{config.recipe}: {config_lib.default_name(config)}",
+        config=config_lib.to_dict(config),
+        metrics=metrics if config.recipe != "multitask" else None,
+        history=history_csv if os.path.exists(history_csv) else None,
+        phases=history.phases,
+        data_info=data.info,
+        notes=tuple(notes) + (f"Total time: {summary['seconds_total']:.0f} s.",),
+    )
+    return {"run_dir": run_dir, "model": model, "metrics": metrics, "history": history}
+
+
+def evaluate_run(run_dir: str, split: str = "test") -> dict:
+    """Reload a finished run (`model.keras`, `config.yaml`) and evaluate it on `split`."""
+    from tfl.evaluate import save_metrics
+
+    config_path = os.path.join(run_dir, "config.yaml")
+    model_path = os.path.join(run_dir, "model.keras")
+    for path in (config_path, model_path):
+        if not os.path.exists(path):
+            raise FileNotFoundError(
+                f"{path} is missing: {run_dir!r} is not a finished tfl run directory (it needs "
+                "config.yaml and model.keras, written by `tfl train`)."
+            )
+    config = config_lib.validate(config_lib.from_dict(config_lib.load_yaml(config_path)))
+    data = load_data(config)
+    if config.recipe == "multitask":
+        data = _task_targets(config, data)
+    dataset = {"test": data.test, "validation": data.validation, "train": data.train}.get(split)
+    if dataset is None:
+        raise ValueError(
+            f"Received split={split!r}; this run's data has no such split. Use test, "
+            "validation or train."
+        )
+    model = keras.saving.load_model(model_path)
+    metrics = _evaluate(model, dataset, config, data)
+    if config.recipe != "multitask":
+        save_metrics(run_dir, metrics, name=f"evaluation_{split}")
+    return metrics
+
+
+__all__ = ["build_model", "evaluate_run", "image_size", "load_data", "make_phases", "train"]
