@@ -31,10 +31,13 @@ from tfl.data.splits import (
     BadInputReport,
     DataSplits,
     LabelMap,
+    MaxPerClass,
+    cap_splits,
     check_split_classes,
     hash_split,
     make_fingerprint,
     mark,
+    resolve_max_per_class,
 )
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".bmp")
@@ -538,6 +541,7 @@ def from_folder(
     cutmix: float = 0.0,
     class_names: Sequence[str] | None = None,
     verify: bool = True,
+    max_per_class: MaxPerClass = None,
     run_dir: str | None = None,
 ) -> DataSplits:
     """Image classification data from a folder with one subfolder per class.
@@ -573,6 +577,14 @@ def from_folder(
         cutmix: CutMix alpha in [0, 1] (0 = off); likewise.
         class_names: the classes to use, in index order (default: all subfolders, sorted).
         verify: find undecodable files up front (costs one decode of every image).
+        max_per_class: at most this many examples of each class per split: an int for every
+            split, or e.g. `{"train": 50, "validation": 50, "test": 100}` (a split left out or
+            None is not capped); None keeps all. Applied after the split is decided (a cap
+            never moves an example between splits) and before shuffling, so every epoch sees
+            the same subset. Within a class the examples whose path relative to `root` hashes smallest are kept
+            (`tfl.data.splits.cap_per_class`): each class keeps min(cap, available), and added
+            data only swaps in examples that hash smaller. `info["max_per_class"]` has the
+            counts per class before and after.
         run_dir: if given, `labels.json`, `data.json` and `bad_inputs.txt` are written there.
 
     Returns:
@@ -595,6 +607,7 @@ def from_folder(
     (['cat', 'dog'], True, (4, 16, 16, 3))
     """
     root = os.fspath(root)
+    resolve_max_per_class(max_per_class)  # bad caps fail before any file is read
     if not os.path.isdir(root):
         raise FileNotFoundError(
             f"Received root={root!r}, which is not a folder; expected a folder with one "
@@ -707,6 +720,9 @@ def from_folder(
                 )
             members[split] = idx
 
+    # Capping comes after the split (so it never moves a file between splits) and before the
+    # shuffle (so every epoch sees the same files); the fingerprints hash the capped lists.
+    members, cap_info = cap_splits(members, y, rel, max_per_class, seed, labels)
     present = [s for s in SPLIT_NAMES if s in members]
     counts, problems = check_split_classes(y, [members[s] for s in present], present, labels)
     _warn_missing_classes(problems, "images")
@@ -765,6 +781,7 @@ def from_folder(
         "ignored_files": len(ignored),
         "ignored_examples": [os.path.relpath(p, root) for p in ignored[:10]],
         "class_warnings": problems,
+        "max_per_class": cap_info,
         "fingerprint": fingerprints,
         "settings": {
             "image_size": size,
@@ -818,6 +835,7 @@ def from_arrays(
     augment: Any = None,
     mixup: float = 0.0,
     cutmix: float = 0.0,
+    max_per_class: MaxPerClass = None,
     run_dir: str | None = None,
 ) -> DataSplits:
     """Classification data from arrays in memory: images (or feature vectors) and labels.
@@ -848,6 +866,14 @@ def from_arrays(
         augment: None, names from `AUGMENTATIONS`, or keras layers; training only.
         mixup: MixUp alpha (0 = off).
         cutmix: CutMix alpha in [0, 1] (0 = off).
+        max_per_class: at most this many examples of each class per split: an int for every
+            split, or e.g. `{"train": 50, "validation": 50, "test": 100}` (a split left out or
+            None is not capped); None keeps all. Applied after the split is decided (a cap
+            never moves an example between splits) and before shuffling, so every epoch sees
+            the same subset. Within a class the examples whose bytes (sha256) hashes smallest are kept
+            (`tfl.data.splits.cap_per_class`): each class keeps min(cap, available), and added
+            data only swaps in examples that hash smaller. `info["max_per_class"]` has the
+            counts per class before and after.
         run_dir: if given, the labels and info are written there.
 
     Example:
@@ -859,6 +885,7 @@ def from_arrays(
     >>> data.labels.names, tuple(images.shape)
     (['even', 'odd'], (8, 32, 32, 3))
     """
+    resolve_max_per_class(max_per_class)
     given = validation_data is not None or test_data is not None
     if splits is None:
         splits = "none" if given else (0.8, 0.1, 0.1)
@@ -939,6 +966,19 @@ def from_arrays(
         where = [f"{split}_data y[{i}]" for i in range(len(ys))]
         arrays[split] = (xs, label_map.encode(ys, where=where), _example_keys(xs))
 
+    # Cap each split (after splitting, before shuffling); the fingerprints hash the kept keys.
+    kept, cap_info = cap_splits(
+        {s: np.arange(len(a[1])) for s, a in arrays.items()},
+        {s: a[1] for s, a in arrays.items()},
+        {s: a[2] for s, a in arrays.items()},
+        max_per_class,
+        seed,
+        label_map,
+    )
+    for split, idx in kept.items():
+        xs, ys, split_keys = arrays[split]
+        if len(idx) < len(ys):
+            arrays[split] = (xs[idx], ys[idx], [split_keys[i] for i in idx])
     present = [s for s in SPLIT_NAMES if s in arrays]
     ys_present = np.concatenate([arrays[s][1] for s in present])
     offsets = np.cumsum([0] + [len(arrays[s][1]) for s in present])
@@ -985,6 +1025,7 @@ def from_arrays(
         "num_examples": {s: len(arrays[s][1]) for s in present},
         "counts": counts,
         "class_warnings": problems,
+        "max_per_class": cap_info,
         "fingerprint": {s: datasets[s]._tfl_fingerprint for s in present},
         "settings": {
             "image_size": size,

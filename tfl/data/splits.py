@@ -7,6 +7,8 @@
 - `BadInputReport`: inputs that were skipped (undecodable files, bad rows) are listed, counted,
   warned about once and saved as `bad_inputs.txt`; never dropped silently.
 - `DataSplits`: what every loader returns; `train, val, test = data` works.
+- `cap_per_class` / `cap_splits`: keep at most N examples of each class in a split (quick runs,
+  balanced subsets), chosen by a hash of each example's key so the choice is stable.
 - `mark` / `make_fingerprint`: the `_tfl_augmented` and `_tfl_fingerprint` attributes that
   `tfl.cache` reads to decide whether cached bottleneck features can be reused.
 """
@@ -18,7 +20,7 @@ import hashlib
 import json
 import numbers
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -244,6 +246,146 @@ def check_split_classes(
                 if c == 0
             ]
     return counts, problems
+
+
+MaxPerClass = int | Mapping[str, int | None] | None
+
+_CAP_SALT = "max_per_class"
+
+
+def resolve_max_per_class(max_per_class: MaxPerClass) -> dict[str, int | None]:
+    """The cap of each split: `{"train": n | None, "validation": ..., "test": ...}`.
+
+    An int caps every split; a mapping caps the splits it names ("train", "validation",
+    "test"; the others are not capped); None caps nothing.
+
+    Raises:
+        ValueError: a cap that is not a positive int, or an unknown split name.
+
+    Example:
+    >>> from tfl.data.splits import resolve_max_per_class
+    >>> resolve_max_per_class({"train": 50, "test": 100})
+    {'train': 50, 'validation': None, 'test': 100}
+    >>> resolve_max_per_class(5)["validation"], resolve_max_per_class(None)["train"]
+    (5, None)
+    """
+    if max_per_class is None:
+        return dict.fromkeys(SPLIT_NAMES)
+    if isinstance(max_per_class, Mapping):
+        unknown = [k for k in max_per_class if k not in SPLIT_NAMES]
+        if unknown:
+            raise ValueError(
+                f"Received max_per_class={dict(max_per_class)!r} with the split name "
+                f"{unknown[0]!r}; expected keys from {list(SPLIT_NAMES)} (a split left out is "
+                'not capped), e.g. {"train": 50, "validation": 50, "test": 100}.'
+            )
+        caps = {s: max_per_class.get(s) for s in SPLIT_NAMES}
+    else:
+        caps = dict.fromkeys(SPLIT_NAMES, max_per_class)
+    for split, cap in caps.items():
+        if cap is None:
+            continue
+        if not _is_int(cap) or cap < 1:
+            mapping = isinstance(max_per_class, Mapping)
+            where = f"max_per_class[{split!r}]" if mapping else "max_per_class"
+            raise ValueError(
+                f"Received {where}={cap!r}; expected a positive int (examples kept per class) "
+                "or None for no cap."
+            )
+        caps[split] = int(cap)
+    return caps
+
+
+def cap_per_class(
+    indices: Sequence[int] | np.ndarray,
+    labels: Sequence[int] | np.ndarray,
+    keys: Sequence[str],
+    cap: int | None,
+    seed: int = 0,
+) -> np.ndarray:
+    """The members of `indices` kept when each class keeps at most `cap` examples (sorted).
+
+    Within each class the examples whose keys hash smallest are kept (sha256 of
+    `f"{seed}:max_per_class:{key}"`, salted so the choice is independent of `hash_split`'s).
+    So the choice depends only on the keys, never on the order of the data (MNIST-5k stores
+    its digits sorted by label); every class keeps `min(cap, available)`; and adding examples
+    to a class only swaps in new ones that hash smaller, never reshuffles the rest. Equal
+    keys (duplicates) are ordered by position.
+
+    Args:
+        indices: positions of the split's members in `labels` / `keys`.
+        labels: class index of every example (indexed by the values of `indices`).
+        keys: stable key of every example (a relative path, a hash of its bytes, its text).
+        cap: examples kept per class; None keeps all.
+        seed: a different seed keeps a different, equally stable subset.
+
+    Example:
+    >>> from tfl.data.splits import cap_per_class
+    >>> labels = np.array([0] * 6 + [1] * 2)
+    >>> keys = [f"img_{i}.jpg" for i in range(8)]
+    >>> kept = cap_per_class(np.arange(8), labels, keys, cap=3)
+    >>> np.bincount(labels[kept]).tolist(), kept.tolist()
+    ([3, 2], [3, 4, 5, 6, 7])
+    """
+    indices = np.asarray(indices, dtype=np.int64).reshape(-1)
+    if cap is None:
+        return np.sort(indices)
+    resolve_max_per_class(cap)  # the same checks and messages
+    labels = np.asarray(labels)
+    y = labels[indices].astype(np.int64)
+    ranks = np.array(
+        [_unit_hash(seed, f"{_CAP_SALT}:{keys[int(i)]}") for i in indices], dtype=np.float64
+    )
+    # Sort by (class, hash, position); keep the first `cap` of each class.
+    order = np.lexsort((indices, ranks, y))
+    y_sorted = y[order]
+    starts = np.searchsorted(y_sorted, y_sorted, side="left")
+    within = np.arange(len(order)) - starts
+    return np.sort(indices[order[within < int(cap)]])
+
+
+def cap_splits(
+    members: Mapping[str, np.ndarray],
+    labels: Sequence[int] | np.ndarray,
+    keys: Sequence[str] | Mapping[str, Sequence[str]],
+    max_per_class: MaxPerClass,
+    seed: int = 0,
+    label_map: LabelMap | None = None,
+) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Applies `cap_per_class` to each split and describes what it did (for `info`).
+
+    Args:
+        members: `{split: indices}` of the decided splits (before shuffling or batching).
+        labels: class index of every example, or `{split: labels}` indexed per split.
+        keys: stable key of every example, or `{split: keys}` indexed per split.
+        max_per_class: int, `{split: int | None}` or None (see `resolve_max_per_class`).
+        seed: the seed of the choice.
+        label_map: names the classes in the counts.
+
+    Returns:
+        `(capped members, cap info)`: the info has `cap` (the cap of each split), `before`
+        and `after` (`{split: {class: count}}`).
+
+    Example:
+    >>> from tfl.data.splits import cap_splits
+    >>> y = np.array([0, 0, 0, 1, 1, 1])
+    >>> keys = [str(i) for i in range(6)]
+    >>> members = {"train": np.arange(4), "test": np.arange(4, 6)}
+    >>> capped, info = cap_splits(members, y, keys, {"train": 1})
+    >>> {s: len(m) for s, m in capped.items()}, info["after"]["train"]
+    ({'train': 2, 'test': 2}, {'0': 1, '1': 1})
+    """
+    caps = resolve_max_per_class(max_per_class)
+    capped, before, after = {}, {}, {}
+    for split, idx in members.items():
+        y = labels[split] if isinstance(labels, Mapping) else labels
+        k = keys[split] if isinstance(keys, Mapping) else keys
+        capped[split] = cap_per_class(idx, y, k, caps.get(split), seed)
+        y = np.asarray(y)
+        before[split] = check_split_classes(y, [np.asarray(idx)], [split], label_map)[0][split]
+        after[split] = check_split_classes(y, [capped[split]], [split], label_map)[0][split]
+    used = {s: c for s, c in caps.items() if s in members}
+    return capped, {"cap": used, "before": before, "after": after}
 
 
 class BadInputReport:

@@ -33,10 +33,13 @@ from tfl.data.splits import (
     BadInputReport,
     DataSplits,
     LabelMap,
+    MaxPerClass,
+    cap_splits,
     check_split_classes,
     hash_split,
     make_fingerprint,
     mark,
+    resolve_max_per_class,
 )
 
 DEFAULT_SPLITS = (0.8, 0.1, 0.1)
@@ -291,17 +294,34 @@ def _build(
     info: dict[str, Any],
     run_dir: str | None,
     stacklevel: int,
+    max_per_class: MaxPerClass = None,
 ) -> DataSplits:
-    """Encodes labels, builds the three datasets, checks classes, warns once, saves."""
+    """Encodes labels, caps per class, builds the datasets, checks classes, warns once, saves."""
     batch_size = _check_batch_size(batch_size)
     all_values = [v for rows in parts.values() for v in rows.labels]
     label_map = _label_map(all_values, labels)
     pair = info["segments"] > 1
     datasets: dict[str, tf.data.Dataset | None] = dict.fromkeys(SPLIT_NAMES)
-    ys: dict[str, np.ndarray] = {}
+    ys = {name: _encode(label_map, rows.labels, rows.where) for name, rows in parts.items()}
+    # Cap after the split and before shuffling, keyed by the text like the split itself.
+    kept, cap_info = cap_splits(
+        {name: np.arange(len(rows.texts)) for name, rows in parts.items()},
+        ys,
+        {name: [_split_key(t) for t in rows.texts] for name, rows in parts.items()},
+        max_per_class,
+        seed,
+        label_map,
+    )
+    for name, idx in kept.items():
+        rows = parts[name]
+        if len(idx) < len(rows.texts):
+            part = _Rows(rows.source)
+            part.texts = [rows.texts[i] for i in idx]
+            part.labels = [rows.labels[i] for i in idx]
+            part.where = [rows.where[i] for i in idx]
+            parts[name], ys[name] = part, ys[name][idx]
     for name, rows in parts.items():
-        y = _encode(label_map, rows.labels, rows.where)
-        ys[name] = y
+        y = ys[name]
         if not rows.texts:
             continue
         fingerprint = make_fingerprint(
@@ -323,6 +343,7 @@ def _build(
     info.update(
         counts={n: len(parts[n].texts) for n in names},
         class_counts=class_counts,
+        max_per_class=cap_info,
         skipped=report.count,
         seed=seed,
         batch_size=batch_size,
@@ -379,7 +400,9 @@ def _load_files(
     labels: LabelMap | Sequence[str] | None,
     run_dir: str | None,
     info: dict[str, Any],
+    max_per_class: MaxPerClass = None,
 ) -> DataSplits:
+    resolve_max_per_class(max_per_class)  # bad caps fail before the file is read
     report = BadInputReport(kind="rows")
     if isinstance(path, Mapping):
         unknown = [k for k in path if k not in SPLIT_NAMES]
@@ -421,6 +444,7 @@ def _load_files(
         info=info,
         run_dir=run_dir,
         stacklevel=4,  # the caller of from_csv / from_jsonl
+        max_per_class=max_per_class,
     )
 
 
@@ -438,6 +462,7 @@ def from_csv(
     batch_size: int = 32,
     labels: LabelMap | Sequence[str] | None = None,
     encoding: str = "utf-8",
+    max_per_class: MaxPerClass = None,
     run_dir: str | None = None,
 ) -> DataSplits:
     """Text classification data from a CSV or TSV file with a header row.
@@ -464,6 +489,14 @@ def from_csv(
             raises ValueError naming it and its row. None: the sorted labels found (integers
             sort numerically).
         encoding: the file encoding, e.g. "utf-8-sig" or "latin-1".
+        max_per_class: at most this many rows of each class per split: an int for every
+            split, or e.g. `{"train": 50, "validation": 50, "test": 100}` (a split left out or
+            None is not capped); None keeps all. Applied after the split is decided (also for
+            a dict of files; a cap never moves a row between splits) and before shuffling, so
+            every epoch sees the same rows. Within a class the rows whose text hashes smallest
+            are kept (`tfl.data.splits.cap_per_class`): each class keeps min(cap, available),
+            and appended rows only swap in rows that hash smaller. `info["max_per_class"]` has
+            the counts per class before and after.
         run_dir: if given, `labels.json`, `data.json` and `bad_inputs.txt` are written there.
 
     Returns:
@@ -502,6 +535,7 @@ def from_csv(
         labels=labels,
         run_dir=run_dir,
         info=info,
+        max_per_class=max_per_class,
     )
 
 
@@ -515,6 +549,7 @@ def from_jsonl(
     batch_size: int = 32,
     labels: LabelMap | Sequence[str] | None = None,
     encoding: str = "utf-8",
+    max_per_class: MaxPerClass = None,
     run_dir: str | None = None,
 ) -> DataSplits:
     """Text classification data from a JSON Lines file (one JSON object per line).
@@ -532,6 +567,7 @@ def from_jsonl(
         batch_size: examples per batch.
         labels: the class names to enforce, or None for the sorted labels found.
         encoding: the file encoding.
+        max_per_class: rows kept per class and split, as in `from_csv`.
         run_dir: if given, `labels.json`, `data.json` and `bad_inputs.txt` are written there.
 
     Returns:
@@ -570,6 +606,7 @@ def from_jsonl(
         labels=labels,
         run_dir=run_dir,
         info=info,
+        max_per_class=max_per_class,
     )
 
 
@@ -581,6 +618,7 @@ def from_texts(
     splits: Sequence[float] = DEFAULT_SPLITS,
     seed: int = 0,
     batch_size: int = 32,
+    max_per_class: MaxPerClass = None,
     run_dir: str | None = None,
 ) -> DataSplits:
     """Text classification data from Python lists or numpy arrays.
@@ -596,6 +634,7 @@ def from_texts(
         splits: fractions `(train, validation, test)`.
         seed: the split seed and the training shuffle seed.
         batch_size: examples per batch.
+        max_per_class: texts kept per class and split, as in `from_csv`.
         run_dir: if given, `labels.json`, `data.json` and `bad_inputs.txt` are written there.
 
     Returns:
@@ -608,6 +647,7 @@ def from_texts(
     >>> sorted(x.numpy().tolist()), data.labels.names
     ([b'bad', b'dull', b'fun', b'good'], ['0', '1'])
     """
+    resolve_max_per_class(max_per_class)
     pair = isinstance(texts, tuple) and texts and not isinstance(texts[0], str)
     if not pair and np.asarray(texts, dtype=object).ndim != 1:
         raise ValueError(
@@ -643,6 +683,7 @@ def from_texts(
         info=info,
         run_dir=run_dir,
         stacklevel=3,
+        max_per_class=max_per_class,
     )
 
 

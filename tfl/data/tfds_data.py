@@ -34,10 +34,13 @@ from tfl.data.splits import (
     BadInputReport,
     DataSplits,
     LabelMap,
+    MaxPerClass,
+    cap_splits,
     check_split_classes,
     hash_split,
     make_fingerprint,
     mark,
+    resolve_max_per_class,
 )
 
 _MNIST_5K_CITATION = """\
@@ -409,6 +412,39 @@ def _subset(ds: tf.data.Dataset, members: np.ndarray, total: int) -> tf.data.Dat
     return ds.apply(tf.data.experimental.assert_cardinality(len(members)))
 
 
+def _read_split(
+    builder: tfds.core.DatasetBuilder,
+    split: str,
+    input_key: str,
+    label_key: str,
+    members: np.ndarray | None,
+    total: int,
+) -> tf.data.Dataset:
+    """`(input, label)` pairs of `split` in file order, only `members` when given.
+
+    A subset is filtered before its images are decoded: the examples left out (most of them
+    with a small `max_per_class`) cost a record read, not a decode.
+    """
+    features = builder.info.features
+    media = [
+        k for k, f in features.items() if isinstance(f, tfds.features.Image | tfds.features.Video)
+    ]
+    decoders = {k: tfds.decode.SkipDecoding() for k in media} or None
+    ds = builder.as_dataset(split=split, shuffle_files=False, decoders=decoders)
+    if members is not None:
+        ds = _subset(ds, members, total)
+    if input_key in media:
+        decode = features[input_key].decode_example
+        return ds.map(
+            lambda example: (decode(example[input_key]), example[label_key]),
+            num_parallel_calls=tf.data.AUTOTUNE,
+        )
+    return ds.map(
+        lambda example: (example[input_key], example[label_key]),
+        num_parallel_calls=tf.data.AUTOTUNE,
+    )
+
+
 def _plan_splits(builder: tfds.core.DatasetBuilder, split: Any) -> dict[str, str | None]:
     """{tfl split: TFDS split string, "carve", or None}."""
     available = list(builder.info.splits.keys())
@@ -432,11 +468,56 @@ def _plan_splits(builder: tfds.core.DatasetBuilder, split: Any) -> dict[str, str
     }
 
 
-def _carve_fractions(plan: dict[str, str | None]) -> tuple[float, float, float]:
-    val, test = plan["validation"] == "carve", plan["test"] == "carve"
-    if val and test:
-        return (0.8, 0.1, 0.1)
-    return (0.9, 0.1 if val else 0.0, 0.1 if test else 0.0)
+def _bad_split(info: Any, s: str, spec: Any, err: Exception) -> ValueError:
+    return ValueError(
+        f"Received split {s}={spec!r}, which {info.full_name} cannot read ({err}); its "
+        f"splits are {list(info.splits.keys())} (slices like 'train[:80%]' work)."
+    )
+
+
+def _consecutive(lengths: list[int]) -> list[np.ndarray]:
+    """Index ranges of consecutive blocks of these lengths."""
+    offsets = np.cumsum([0, *lengths])
+    return [np.arange(offsets[i], offsets[i + 1]) for i in range(len(lengths))]
+
+
+def _carve_fractions(
+    plan: dict[str, str | None],
+    given: Any,
+    caps: dict[str, int | None],
+) -> tuple[float, ...]:
+    """(train, validation, test) fractions of "train" for the carve.
+
+    Given fractions are used for train and the carved splits (renormalised; the others are
+    the dataset's own). Without them: caps on train and every carved split make the fractions
+    proportional to the caps (so each split holds about as many examples per class, relative
+    to its cap, and can fill it); otherwise 80/10/10 (90/10 when one split is carved).
+    """
+    carved = ["train", *(s for s in SPLIT_NAMES[1:] if plan[s] == "carve")]
+    if given is not None:
+        try:
+            values = [float(f) for f in given]
+        except (TypeError, ValueError):
+            values = []
+        if len(values) not in (2, 3) or min(values) < 0:
+            raise ValueError(
+                f"Received carve_fractions={given!r}; expected non-negative (train, validation"
+                "[, test]) fractions such as (0.8, 0.1, 0.1)."
+            )
+        weights = dict(zip(SPLIT_NAMES, [*values, 0.0][:3], strict=True))
+    elif all(caps[s] is not None for s in carved):
+        weights = {s: float(caps[s] or 0) for s in SPLIT_NAMES}
+    else:
+        weights = {"train": 0.8, "validation": 0.1, "test": 0.1}
+        if len(carved) == 2:
+            weights["train"] = 0.9
+    total = sum(weights[s] for s in carved)
+    if total <= 0 or weights["train"] <= 0:
+        raise ValueError(
+            f"Received carve_fractions={given!r}, which gives the train split nothing to keep; "
+            "give train a positive fraction."
+        )
+    return tuple(weights[s] / total if s in carved else 0.0 for s in SPLIT_NAMES)
 
 
 def _text_pipeline(
@@ -474,6 +555,8 @@ def from_tfds(
     augment: Any = None,
     mixup: float = 0.0,
     cutmix: float = 0.0,
+    max_per_class: MaxPerClass = None,
+    carve_fractions: Any = None,
     run_dir: str | None = None,
 ) -> DataSplits:
     """A TFDS classification dataset (images or text) as train / validation / test splits.
@@ -481,8 +564,12 @@ def from_tfds(
     Splits: with `split=None` the dataset's own "train", "validation" and "test"; when it has
     no validation (or test) split, one is carved out of "train" by `hash_split` over a stable
     key per example (a "file_name" / "id" feature when there is one, else a fingerprint of the
-    example's stored bytes): 80/10/10 of train when both are missing, 90/10 when one is. A key
-    keeps its split whatever else is in the data. `split` may instead map "train" /
+    example's stored bytes): 80/10/10 of train when both are missing, 90/10 when one is, or
+    `carve_fractions`. With `max_per_class` capping train and every carved split (and no
+    `carve_fractions`), the carve follows the caps instead: `{"train": 50, "validation": 50,
+    "test": 100}` carves 25/25/50, so each split can fill its cap (MNIST-5k's 500 digits per
+    class give 50/50/100 of each; an 80/10/10 carve holds only about 50 test digits per
+    class). A key keeps its split whatever else is in the data (for the same fractions). `split` may instead map "train" /
     "validation" / "test" to TFDS split strings used as given (`"train[:80%]"`); a split left
     out is None.
 
@@ -511,11 +598,25 @@ def from_tfds(
         resize: "crop", "resize" or "pad" (see `tfl.data.images.resize_image`).
         augment: augmentation layers / names for the training split (images).
         mixup, cutmix: Beta alphas for the training split (images; 0 = off).
+        max_per_class: at most this many examples of each class per split: an int for every
+            split, or e.g. `{"train": 50, "validation": 50, "test": 100}` (a split left out or
+            None is not capped); None keeps all. Applied after the split is decided (carved or
+            the dataset's own; a cap never moves an example between splits) and before
+            shuffling, so every epoch sees the same subset. Within a class the examples whose
+            key (the same key as the carve) hashes smallest are kept
+            (`tfl.data.splits.cap_per_class`), so the choice does not depend on the file's
+            order: each class keeps min(cap, available), and added data only swaps in
+            examples that hash smaller. `info["max_per_class"]` has the counts per class
+            before and after. Capping one of the dataset's own splits reads its keys once.
+        carve_fractions: (train, validation[, test]) fractions of "train" for carved splits
+            (those of splits the dataset has itself are left out and the rest renormalised);
+            None: 80/10/10, or proportional to `max_per_class` (see above).
         run_dir: if given, `labels.json` and `data.json` are written there.
 
     Returns:
         `DataSplits` with batched `(x, y)` datasets, the `LabelMap` and an `info` dict
-        (dataset, split plan, example counts, per-class counts of carved splits, settings).
+        (dataset, split plan, example counts, per-class counts of carved and capped splits,
+        settings).
 
     Raises:
         ValueError: unknown dataset, feature or split.
@@ -532,7 +633,11 @@ def from_tfds(
     >>> x, y = next(iter(data.validation))
     >>> tuple(x.shape), x.dtype.name, y.dtype.name
     ((8, 32, 32, 3), 'float32', 'int64')
+    >>> small = from_tfds("mnist5k", 32, data_dir=data.info["data_dir"], max_per_class=20)
+    >>> small.info["num_examples"], small.info["counts"]["test"]["7"]
+    ({'train': 200, 'validation': 200, 'test': 200}, 20)
     """
+    caps = resolve_max_per_class(max_per_class)
     builder = _builder(name, data_dir, download)
     info = builder.info
     features = info.features
@@ -563,54 +668,73 @@ def from_tfds(
 
     plan = _plan_splits(builder, split)
     carve = [s for s in SPLIT_NAMES if plan[s] == "carve"]
+    carved = {"train", *carve} if carve else set()  # the splits hash-split out of "train"
+    # What each split reads: its TFDS split string and, for carved or capped splits, the
+    # positions of its members in that split (with the keys and labels they were chosen by).
+    source_of: dict[str, str] = {}
     members: dict[str, np.ndarray] = {}
-    counts, problems, key_source = {}, [], None
-    num_examples = {}
+    keys_of: dict[str, list[str]] = {}
+    labels_of: dict[str, np.ndarray] = {}
+    key_source, fractions = None, None
     if carve:
         keys, y, key_source = _example_keys(builder, "train", label_key)
-        fractions = _carve_fractions(plan)
+        fractions = _carve_fractions(plan, carve_fractions, caps)
         parts = dict(zip(SPLIT_NAMES, hash_split(keys, fractions, seed=seed), strict=True))
         for s in ["train", *carve]:
-            members[s] = parts[s]
-        present = ["train", *carve]
-        counts, problems = check_split_classes(y, [members[s] for s in present], present, labels)
-        if problems:
-            more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
-            warnings.warn(
-                f"{'; '.join(problems[:3])}{more}. Pass split= with TFDS split strings or "
-                "another seed.",
-                stacklevel=2,
-            )
-        # Membership enters the fingerprint: a different seed or data gives a different one.
-        member_digest = {s: make_fingerprint([keys[i] for i in members[s]]) for s in members}
-
-    datasets: dict[str, tf.data.Dataset | None] = dict.fromkeys(SPLIT_NAMES)
-    fingerprints = {}
+            source_of[s], members[s], keys_of[s], labels_of[s] = "train", parts[s], keys, y
     for s in SPLIT_NAMES:
         spec = plan[s]
-        if spec is None:
+        if spec is None or s in members:
             continue
-        source_split = "train" if spec == "carve" or s in members else spec
+        source_of[s] = spec
+        if caps[s] is not None:  # one of the dataset's own splits, capped: read its keys
+            try:
+                keys_of[s], labels_of[s], key_source = _example_keys(builder, spec, label_key)
+            except Exception as err:  # noqa: BLE001 - bad split strings raise several types
+                raise _bad_split(info, s, spec, err) from err
+            members[s] = np.arange(len(keys_of[s]))
+    uncapped = dict(members)
+    members, cap_info = cap_splits(members, labels_of, keys_of, max_per_class, seed, labels)
+    present = [s for s in SPLIT_NAMES if s in members]
+    counts, problems = check_split_classes(
+        np.concatenate([labels_of[s][members[s]] for s in present]) if present else [],
+        _consecutive([len(members[s]) for s in present]),
+        present,
+        labels,
+    )
+    if problems:
+        more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
+        warnings.warn(
+            f"{'; '.join(problems[:3])}{more}. Pass split= with TFDS split strings or "
+            "another seed.",
+            stacklevel=2,
+        )
+
+    datasets: dict[str, tf.data.Dataset | None] = dict.fromkeys(SPLIT_NAMES)
+    fingerprints, num_examples = {}, {}
+    for s in SPLIT_NAMES:
+        if plan[s] is None:
+            continue
+        source_split = source_of[s]
+        subset = members.get(s)
+        if s not in carved and subset is not None and len(subset) == len(uncapped[s]):
+            subset = None  # a cap that keeps every example: read the split as it is
         try:
-            ds = builder.as_dataset(split=source_split, shuffle_files=False)
+            total = len(keys_of[s]) if subset is not None else None
+            ds = _read_split(builder, source_split, input_key, label_key, subset, total)
         except Exception as err:  # noqa: BLE001 - bad split strings raise several types
-            raise ValueError(
-                f"Received split {s}={spec!r}, which {info.full_name} cannot read ({err}); its "
-                f"splits are {list(info.splits.keys())} (slices like 'train[:80%]' work)."
-            ) from err
-        if s in members:
-            ds = _subset(ds, members[s], len(keys))
-            num_examples[s] = len(members[s])
+            raise _bad_split(info, s, plan[s], err) from err
+        if subset is not None:
+            num_examples[s] = len(subset)
+            # Membership enters the fingerprint: another seed, cap or data gives another one.
+            member_digest = make_fingerprint([keys_of[s][i] for i in subset])
+            carve_of = (fractions, seed) if s in carved else None
             source = make_fingerprint(
-                "tfds", info.full_name, s, fractions, seed, key_source, member_digest[s]
+                "tfds", info.full_name, s, source_split, carve_of, key_source, member_digest
             )
         else:
             num_examples[s] = int(info.splits[source_split].num_examples)
             source = make_fingerprint("tfds", info.full_name, source_split)
-        ds = ds.map(
-            lambda example: (example[input_key], example[label_key]),
-            num_parallel_calls=tf.data.AUTOTUNE,
-        )
         training = s == "train"
         if kind == "image":
             ds = image_pipeline(
@@ -642,12 +766,13 @@ def from_tfds(
         "features": {"input": input_key, "label": label_key},
         "classes": labels.names,
         "splits": {
-            s: (f"hash split of train by {key_source}" if s in members else plan[s])
+            s: (f"hash split of train by {key_source}" if s in carved else plan[s])
             for s in SPLIT_NAMES
         },
         "num_examples": num_examples,
         "counts": counts,
         "class_warnings": problems,
+        "max_per_class": cap_info,
         "fingerprint": fingerprints,
         "settings": {
             "image_size": None if kind == "text" else image_size,
@@ -658,6 +783,7 @@ def from_tfds(
             "mixup": mixup,
             "cutmix": cutmix,
             "split": split,
+            "carve_fractions": list(fractions) if fractions is not None else None,
         },
     }
     data = DataSplits(
