@@ -1,3 +1,4 @@
+import hashlib
 import os
 
 import keras
@@ -7,7 +8,7 @@ import tensorflow as tf
 from PIL import Image
 
 from tfl.data.images import from_arrays, from_folder, image_pipeline, resize_image
-from tfl.data.splits import LabelMap
+from tfl.data.splits import LabelMap, cap_per_class
 
 SPLITS = (0.5, 0.25, 0.25)
 
@@ -265,3 +266,101 @@ def test_image_pipeline_for_tfds_style_input():
     assert len({tuple(e) for e in epochs}) > 1  # reshuffled each epoch
     with pytest.raises(ValueError, match="num_classes"):
         image_pipeline(ds, 6, training=True, mixup=0.2)
+
+
+# --- max_per_class ---
+
+
+def kept_files(ds):
+    """The (class, file number) pairs in a from_folder split (make_folder's green = 10 * i)."""
+    x, y = collect(ds)
+    return sorted(
+        (int(label), int(round(image[0, 0, 1] / 10))) for image, label in zip(x, y, strict=True)
+    )
+
+
+def test_cap_per_class_keeps_smallest_hashes_whatever_the_order():
+    labels = np.array([0] * 30 + [1] * 4)
+    keys = [f"k{i}" for i in range(34)]
+    kept = cap_per_class(np.arange(34), labels, keys, cap=5, seed=3)
+    assert np.bincount(labels[kept]).tolist() == [5, 4]  # min(cap, available)
+    # Hand computation: the 5 keys of class 0 with the smallest sha256("3:max_per_class:k").
+    rank = {k: hashlib.sha256(f"3:max_per_class:{k}".encode()).digest()[:8] for k in keys}
+    assert [keys[i] for i in kept[:5]] == sorted(
+        sorted(keys[:30], key=rank.get)[:5], key=keys.index
+    )
+    # Sorted by label or shuffled: the same examples (the choice depends on the keys only).
+    order = np.random.default_rng(0).permutation(34)
+    again = cap_per_class(np.arange(34), labels[order], [keys[i] for i in order], 5, seed=3)
+    assert sorted(keys[order[i]] for i in again) == sorted(keys[i] for i in kept)
+    assert cap_per_class([2, 0, 1], labels, keys, None).tolist() == [0, 1, 2]
+
+
+def test_max_per_class_folder_caps_stably_and_changes_fingerprints(tmp_path):
+    root = tmp_path / "data"
+    for i in range(12):
+        write_png(str(root / "cat" / f"{i}.png"), solid([0, i * 10, 50]))
+    for i in range(3):
+        write_png(str(root / "dog" / f"{i}.png"), solid([100, i * 10, 50]))
+    full = from_folder(str(root), 8, splits=(1.0, 0.0), batch_size=4)
+    capped = from_folder(str(root), 8, splits=(1.0, 0.0), batch_size=4, max_per_class=5)
+    kept = kept_files(capped.train)
+    assert [c for c, _ in kept].count(0) == 5 and [c for c, _ in kept].count(1) == 3
+    assert kept_files(capped.train) == kept  # the same subset every epoch, only reshuffled
+    assert capped.info["num_examples"] == {"train": 8}
+    assert capped.info["max_per_class"]["before"]["train"] == {"cat": 12, "dog": 3}
+    assert capped.info["max_per_class"]["after"]["train"] == {"cat": 5, "dog": 3}
+    assert capped.info["counts"]["train"] == {"cat": 5, "dog": 3}
+    assert capped.info["fingerprint"] != full.info["fingerprint"]
+    roomy = from_folder(str(root), 8, splits=(1.0, 0.0), batch_size=4, max_per_class=12)
+    assert roomy.info["fingerprint"] == full.info["fingerprint"]  # nothing left out
+
+    # Images added to dog leave cat's choice alone; images added to cat only swap in new ones.
+    def cats(data):
+        return {i for c, i in kept_files(data.train) if c == 0}
+
+    for i in range(3, 6):
+        write_png(str(root / "dog" / f"{i}.png"), solid([100, i * 10, 50]))
+    more_dogs = from_folder(str(root), 8, splits=(1.0, 0.0), max_per_class=5)
+    assert cats(more_dogs) == {i for c, i in kept if c == 0}
+    assert more_dogs.info["counts"]["train"] == {"cat": 5, "dog": 5}
+    for i in range(12, 16):
+        write_png(str(root / "cat" / f"{i}.png"), solid([0, i * 10, 50]))
+    new_cats = cats(from_folder(str(root), 8, splits=(1.0, 0.0), max_per_class=5))
+    assert len(new_cats) == 5 and new_cats - cats(more_dogs) <= set(range(12, 16))
+
+
+def test_max_per_class_arrays_per_split_caps_and_bad_values():
+    rng = np.random.default_rng(4)
+    x = rng.integers(0, 256, (120, 4, 4, 3), dtype=np.uint8)
+    y = np.arange(120) % 3
+    caps = {"train": 6, "test": 2}
+    data = from_arrays(x, y, splits=(0.5, 0.25, 0.25), max_per_class=caps, batch_size=64)
+    info = data.info["max_per_class"]
+    assert info["cap"] == {"train": 6, "validation": None, "test": 2}
+    for split, cap in [("train", 6), ("validation", None), ("test", 2)]:
+        before = info["before"][split]
+        want = {c: n if cap is None else min(cap, n) for c, n in before.items()}
+        assert info["after"][split] == data.info["counts"][split] == want
+        got = np.bincount(collect(getattr(data, split))[1], minlength=3).tolist()
+        assert got == list(want.values())
+    # Splits stay disjoint: the cap chooses within each split, it never moves examples.
+    rows = {s: {r.tobytes() for r in collect(getattr(data, s))[0]} for s in ("train", "test")}
+    full = from_arrays(x, y, splits=(0.5, 0.25, 0.25), batch_size=64)
+    assert rows["test"] <= {r.tobytes() for r in collect(full.test)[0]}
+    assert not rows["train"] & rows["test"]
+    # Given validation data is capped too.
+    given = from_arrays(x, y, splits="none", validation_data=(x[:30], y[:30]), max_per_class=4)
+    assert given.info["counts"]["validation"] == {"0": 4, "1": 4, "2": 4}
+
+    for bad, message in [
+        (0, r"max_per_class=0; expected a positive int"),
+        (-3, r"max_per_class=-3; expected a positive int"),
+        (2.5, r"max_per_class=2.5; expected a positive int"),
+        ({"train": 0}, r"max_per_class\['train'\]=0; expected a positive int"),
+        ({"val": 5}, r"split name 'val'; expected keys from \['train', 'validation', 'test'\]"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            from_arrays(x, y, max_per_class=bad)
+    with pytest.raises(ValueError, match=r"max_per_class=True"):
+        from_folder(str(os.devnull), 8, max_per_class=True)  # checked before the folder
