@@ -354,3 +354,66 @@ def test_from_texts_preprocessor_and_text_classifier_fit(tokenizer):
     )
     n_val = data.info["counts"]["validation"]
     assert model.predict(data.validation, verbose=0).shape == (n_val, 2)
+
+
+# === max_per_class ===
+
+
+def test_max_per_class_caps_each_split_and_is_stable_when_rows_are_appended(tmp_path):
+    rows = [f"review {i},{'pos' if i % 4 else 'neg'}\n" for i in range(80)]  # 60 pos, 20 neg
+    path = _write(tmp_path / "reviews.csv", "text,label\n" + "".join(rows))
+    caps = {"train": 8, "test": 3}
+    full = from_csv(path, "text", "label")
+    data = from_csv(path, "text", "label", max_per_class=caps)
+    info = data.info["max_per_class"]
+    assert info["cap"] == {"train": 8, "validation": None, "test": 3}
+    assert info["before"] == full.info["class_counts"]
+    for split, cap in [("train", 8), ("validation", None), ("test", 3)]:
+        want = {c: n if cap is None else min(cap, n) for c, n in info["before"][split].items()}
+        assert data.info["class_counts"][split] == info["after"][split] == want
+        labels = [y for _, y in _examples(getattr(data, split))]
+        assert [labels.count(0), labels.count(1)] == list(want.values())
+    assert data.info["counts"]["train"] == 16
+    # A cap chooses within a split: every kept row keeps the split it had without the cap.
+    split_of = _split_of(full)
+    assert all(split_of[t] == s for t, s in _split_of(data).items())
+    assert data.train._tfl_fingerprint != full.train._tfl_fingerprint
+    assert data.validation._tfl_fingerprint == full.validation._tfl_fingerprint  # uncapped
+
+    # Appended neg rows leave the pos choice alone; appended pos rows only swap in new rows.
+    def kept(d, label):
+        return {x for x, y in _examples(d.train) if y == label}
+
+    _write(path, "text,label\n" + "".join(rows) + "".join(f"new neg {i},neg\n" for i in range(20)))
+    more_neg = from_csv(path, "text", "label", max_per_class=caps)
+    assert kept(more_neg, 1) == kept(data, 1)
+    _write(path, "text,label\n" + "".join(rows) + "".join(f"new pos {i},pos\n" for i in range(20)))
+    more_pos = kept(from_csv(path, "text", "label", max_per_class=caps), 1)
+    assert len(more_pos) == 8 and all(t.startswith("new pos") for t in more_pos - kept(data, 1))
+
+
+def test_max_per_class_for_texts_files_and_bad_values(tmp_path):
+    texts = [f"text {i}" for i in range(30)]
+    labels = [i % 3 for i in range(30)]
+    data = from_texts(texts, labels, splits=(1.0,), max_per_class=4)
+    assert data.info["class_counts"]["train"] == {"0": 4, "1": 4, "2": 4}
+    first = [x for x, _ in _examples(data.train)]
+    assert sorted(first) == sorted(x for x, _ in _examples(data.train))  # same rows each epoch
+    # A dict of files: each file is its split, capped by its own cap.
+    lines = "".join(f'{{"t": "{t}", "y": {y}}}\n' for t, y in zip(texts, labels, strict=True))
+    train = _write(tmp_path / "train.jsonl", lines)
+    test = _write(tmp_path / "test.jsonl", lines)
+    files = from_jsonl({"train": train, "test": test}, "t", "y", max_per_class={"test": 2})
+    assert files.info["class_counts"] == {
+        "train": {"0": 10, "1": 10, "2": 10},
+        "test": {"0": 2, "1": 2, "2": 2},
+    }
+    for bad, message in [
+        (0, r"max_per_class=0; expected a positive int"),
+        ({"test": -1}, r"max_per_class\['test'\]=-1; expected a positive int"),
+        ({"valid": 5}, r"split name 'valid'; expected keys from"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            from_texts(texts, labels, max_per_class=bad)
+    with pytest.raises(ValueError, match=r"max_per_class=0"):
+        from_csv(str(tmp_path / "missing.csv"), "text", "label", max_per_class=0)
