@@ -8,7 +8,7 @@ import tensorflow_datasets as tfds
 
 import tfl.datasets
 from tfl.data import tfds_data
-from tfl.data.splits import LabelMap
+from tfl.data.splits import LabelMap, cap_per_class
 from tfl.data.tfds_data import from_tfds
 
 
@@ -184,3 +184,66 @@ def test_from_tfds_errors_are_fast_and_clear(data_dir, tmp_path, monkeypatch):
         from_tfds("movie_sentences", data_dir=data_dir, label_key="score")
     with pytest.raises(ValueError, match=r"image_key='img'.*'image': 'Image'"):
         from_tfds("mnist5k", data_dir=data_dir, image_key="img")
+
+
+# --- max_per_class ---
+
+
+def test_from_tfds_mnist5k_default_caps_give_balanced_disjoint_splits(data_dir):
+    tfds_data.prepare("mnist5k", data_dir)  # time the capped call, not the one-off prepare
+    caps = {"train": 50, "validation": 50, "test": 100}
+    start = time.perf_counter()
+    data = from_tfds("mnist5k", 32, data_dir=data_dir, max_per_class=caps, batch_size=500)
+    assert time.perf_counter() - start < 5
+    assert data.info["num_examples"] == {"train": 500, "validation": 500, "test": 1000}
+    # Without fractions, the carve follows the caps (an 80/10/10 carve holds ~50 per digit).
+    assert data.info["settings"]["carve_fractions"] == [0.25, 0.25, 0.5]
+    seen = {}
+    for split, ds in zip(("train", "validation", "test"), data, strict=True):
+        images, labels = _arrays(ds)
+        assert np.bincount(labels, minlength=10).tolist() == [caps[split]] * 10
+        assert data.info["counts"][split] == {str(d): caps[split] for d in range(10)}
+        seen[split] = {
+            img.tobytes() + bytes([lab]) for img, lab in zip(images, labels, strict=True)
+        }
+    assert sum(len(v) for v in seen.values()) == 2000  # no duplicates within a split
+    assert not (seen["train"] & seen["validation"] or seen["train"] & seen["test"])
+    assert not seen["validation"] & seen["test"]
+    # The cap chooses inside the carve: the counts before capping are the carve's own.
+    carve = from_tfds("mnist5k", 32, data_dir=data_dir, carve_fractions=(1, 1, 2))
+    assert data.info["max_per_class"]["before"] == carve.info["counts"]
+    # The fingerprints follow the cap (with the carve kept, only the test split changes).
+    smaller = from_tfds(
+        "mnist5k",
+        32,
+        data_dir=data_dir,
+        max_per_class=dict(caps, test=90),
+        carve_fractions=(1, 1, 2),
+        batch_size=500,
+    )
+    assert smaller.info["num_examples"]["test"] == 900
+    assert smaller.info["fingerprint"]["test"] != data.info["fingerprint"]["test"]
+    assert smaller.info["fingerprint"]["train"] == data.info["fingerprint"]["train"]
+
+
+def test_from_tfds_caps_the_datasets_own_splits_by_key(data_dir):
+    split = {"train": "train[:20%]", "test": "train[20%:]"}
+    data = from_tfds("movie_sentences", data_dir=data_dir, split=split, max_per_class={"test": 30})
+    assert data.info["num_examples"] == {"train": 2121, "test": 60}
+    info = data.info["max_per_class"]
+    assert info["after"] == {"test": {"negative": 30, "positive": 30}}
+    assert sum(info["before"]["test"].values()) == 10605 - 2121
+    # Hand computation: per label, the 30 sentences whose ids hash smallest (seed 0).
+    rows = tfds.as_numpy(
+        tfds_data.load("movie_sentences", split="train[20%:]", data_dir=data_dir, batch_size=-1)
+    )
+    ids = [i.decode() for i in rows["id"]]
+    kept = cap_per_class(np.arange(len(ids)), rows["label"], ids, 30, seed=0)
+    texts = [t for batch, _ in data.test for t in batch.numpy()]
+    assert texts == rows["text"][kept].tolist()  # file order, exactly the expected sentences
+    with pytest.raises(ValueError, match=r"max_per_class=0; expected a positive int"):
+        from_tfds("mnist_5k", data_dir=data_dir, max_per_class=0)  # before the name is looked up
+    with pytest.raises(ValueError, match=r"split name 'val'"):
+        from_tfds("mnist5k", data_dir=data_dir, max_per_class={"val": 5})
+    with pytest.raises(ValueError, match=r"carve_fractions=\(0, 1\).*train"):
+        from_tfds("mnist5k", data_dir=data_dir, carve_fractions=(0, 1))
