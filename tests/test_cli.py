@@ -10,7 +10,7 @@ from tfl import cli
 from tfl.datasets import grey_digits_dataset, load_mnist_5k
 
 TINY = [
-    "--image-size", "32", "--train-size", "40", "--val-size", "20", "--test-size", "20",
+    "--image-size", "32", "--data.max-per-class", "{train: 4, validation: 2, test: 2}",
     "--epochs-head", "1", "--epochs-finetune", "1", "--batch-size", "10",
 ]  # fmt: skip
 
@@ -39,25 +39,54 @@ def test_tfl_train_end_to_end_writes_a_reloadable_run(tmp_path, capsys):
     assert LabelMap.load(run_dir).names == [str(d) for d in range(10)]
     with open(os.path.join(run_dir, "data.json")) as f:
         assert "mnist5k" in f.read()
+    # The effective config, plots, evaluation and report.
+    from tfl.config import from_dict, load_yaml
+
+    assert from_dict(load_yaml(os.path.join(run_dir, "config.yaml"))).data.image_size == 32
+    for name in ("history.png", "evaluation.json", "evaluation_confusion.png", "report.md"):
+        assert os.path.getsize(os.path.join(run_dir, name)) > 0, name
+    with open(os.path.join(run_dir, "evaluation.json")) as f:
+        evaluation = json.load(f)
+    assert evaluation["accuracy"] == pytest.approx(metrics["test_accuracy"])
+    assert len(evaluation["confusion_matrix"]) == 10
+    with open(os.path.join(run_dir, "report.md")) as f:
+        report = f.read()
+    assert "history.png" in report and f"{metrics['test_accuracy']:.3f}"[:4] in report
     model = keras.saving.load_model(os.path.join(run_dir, "model.keras"), safe_mode=True)
     images, labels = load_mnist_5k()
     ds = grey_digits_dataset(images[:20], labels[:20], 32, 10)
     accuracy = model.evaluate(ds, verbose=0)[1]
     assert np.isfinite(accuracy)
+    # `tfl evaluate RUN_DIR` reloads the run and evaluates it again: the same test accuracy.
+    capsys.readouterr()
+    assert cli.main(["evaluate", run_dir]) == cli.EXIT_OK
+    with open(os.path.join(run_dir, "evaluation_test.json")) as f:
+        assert json.load(f)["accuracy"] == pytest.approx(evaluation["accuracy"], abs=1e-6)
+
+
+def test_print_config_writes_the_effective_config_and_does_no_work(tmp_path, capsys):
+    config = tmp_path / "run.yaml"
+    config.write_text("train:\n  head_epochs: 3\n")
+    argv = ["train", "--config", str(config), "--seed", "7", "--print-config"]
+    assert cli.main([*argv, "--output", str(tmp_path / "run")]) == cli.EXIT_OK
+    out = capsys.readouterr().out
+    assert "head_epochs: 3" in out and "seed: 7" in out and "finetune_epochs: 5" in out
+    assert not (tmp_path / "run").exists()
 
 
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["train", "--image-size", "16"], "below MobileNetV2's minimum of 32"),
-        (["train", "--epochs-head", "-1"], "expected an integer >= 0, received '-1'"),
-        (["train", "--train-size", "0"], "expected a positive integer, received '0'"),
-        (["train", "--train-size", "45"], "--train-size 45 must be a multiple of 10"),
-        (["train", "--test-size", "4990"], "more than the 5,000 images of MNIST-5k"),
+        (["train", "--image-size", "16"], "data.image_size"),
+        (["train", "--epochs-head", "-1"], "train.head_epochs"),
+        (["train", "--set", "train.head_epoch=2"], "Did you mean 'head_epochs'?"),
+        (["train", "--recipe", "image_clasification"], "image_classification"),
+        (["evaluate", "/nonexistent/run"], "not a finished tfl run directory"),
     ],
 )
 def test_tfl_train_bad_arguments_exit_2_with_a_clear_message(argv, message, capsys, tmp_path):
-    argv = [*argv, "--output", str(tmp_path / "run")]
+    if argv[0] == "train":
+        argv = [*argv, "--output", str(tmp_path / "run")]
     try:
         code = cli.main(argv)
     except SystemExit as exit:  # argparse rejects type errors itself
