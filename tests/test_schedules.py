@@ -238,19 +238,29 @@ def test_killed_run_resumes_in_the_right_phase_and_ends_with_the_same_weights(tm
     script = tmp_path / "run.py"
     script.write_text(RESUME_SCRIPT.format(tests=os.path.join(root, "tests")))
 
-    straight = _run(script, tmp_path / "straight", "never", tmp_path / "straight.npz")
-    assert straight.returncode == 0, straight.stderr[-3000:]
-
-    run_dir = tmp_path / "killed"
-    first = _run(script, run_dir, "1:2", tmp_path / "x.npz")  # SIGKILL mid-epoch, phase 1
-    assert first.returncode == -9, first.stderr[-3000:]
-    second = _run(script, run_dir, "3:1", tmp_path / "x.npz")  # resumes; SIGKILL in phase 2
-    assert second.returncode == -9, second.stderr[-3000:]
-    third = _run(script, run_dir, "never", tmp_path / "resumed.npz")
-    assert third.returncode == 0, third.stderr[-3000:]
+    # The uninterrupted reference run is independent of the killed one: run them side by side,
+    # each with its own feature cache (two processes must not write one cache entry at once).
+    straight_args = [sys.executable, script, tmp_path / "straight", "never", tmp_path / "s.npz"]
+    env = dict(os.environ, TFL_CACHE_DIR=str(tmp_path / "straight_cache"))
+    with open(tmp_path / "straight.log", "w+") as log:
+        straight = subprocess.Popen(straight_args, stdout=log, stderr=subprocess.STDOUT, env=env)
+        try:
+            run_dir = tmp_path / "killed"
+            first = _run(script, run_dir, "1:2", tmp_path / "x.npz")  # SIGKILL mid-epoch, phase 1
+            assert first.returncode == -9, first.stderr[-3000:]
+            second = _run(script, run_dir, "3:1", tmp_path / "x.npz")  # resumes; SIGKILL, phase 2
+            assert second.returncode == -9, second.stderr[-3000:]
+            third = _run(script, run_dir, "never", tmp_path / "resumed.npz")
+            assert third.returncode == 0, third.stderr[-3000:]
+            straight.wait(timeout=300)
+        finally:
+            if straight.returncode is None:  # a failure above: do not leave it running
+                straight.kill()
+                straight.wait()
+    assert straight.returncode == 0, (tmp_path / "straight.log").read_text()[-3000:]
     assert "EPOCHS [0, 1, 2, 3, 4] PHASES [0, 0, 1, 1, 1]" in third.stdout
 
-    expected = np.load(tmp_path / "straight.npz")
+    expected = np.load(tmp_path / "s.npz")
     got = np.load(tmp_path / "resumed.npz")
     assert len(expected.files) == len(got.files)
     for key in expected.files:
