@@ -514,7 +514,8 @@ class FeatureCache:
             return found
         folder = None
         if self.directory is not None:
-            folder = os.path.join(self.directory, key + ".partial")
+            # A folder of this process's own: two runs filling one entry never collide.
+            folder = os.path.join(self.directory, f"{key}.partial-{os.getpid()}-{time.time_ns()}")
             shutil.rmtree(folder, ignore_errors=True)
             os.makedirs(folder)
         writer = _Writer(folder)
@@ -547,8 +548,14 @@ class FeatureCache:
             with open(os.path.join(folder, "meta.json"), "w") as f:
                 json.dump(meta, f, indent=1)
             final = os.path.join(self.directory, key)
-            shutil.rmtree(final, ignore_errors=True)
-            os.replace(folder, final)  # complete entries only: a killed run leaves .partial
+            if os.path.exists(os.path.join(final, "meta.json")):
+                shutil.rmtree(folder, ignore_errors=True)  # another run finished it first
+            else:
+                shutil.rmtree(final, ignore_errors=True)
+                try:  # complete entries only: a killed run leaves a .partial folder
+                    os.replace(folder, final)
+                except OSError:  # another run renamed its copy in between: keep that one
+                    shutil.rmtree(folder, ignore_errors=True)
             found = self._load(key, seconds=seconds, from_cache=False)
         else:
             found = CachedFeatures(writer.arrays(), targets, weights, key, False, seconds)
