@@ -3,17 +3,22 @@
 This is what `tfl train` and the recipes run. Each step is a public function, so a recipe can
 be read (and changed) one step at a time:
 
-1. `load_data(config)`: the `tfl.data` loader for `config.data` (TFDS, folder, CSV/JSONL),
-   at the base's input size, with labels, counts and skipped inputs written to the run dir.
-2. `build_model(config, data)`: the recipe's task model on its pretrained base(s).
-3. `make_phases(config)`: the fine-tuning schedule (`tfl.two_phase`, `partial`,
+1. `prepare(config)`: validate the config, create the run directory, write `config.yaml`, seed.
+2. `load_data(config, run_dir)`: the `tfl.data` loader for `config.data` (TFDS, folder,
+   CSV/JSONL) at the base's input size, with labels, counts and skipped inputs written to the
+   run dir.
+3. `build_model(config, data)`: the recipe's task model on freshly loaded pretrained base(s).
+4. `make_phases(config)`: the fine-tuning schedule (`tfl.two_phase`, `partial`,
    `gradual_unfreezing`, `feature_extraction`).
-4. `train(config)`: all of the above, then `tfl.fit_phases` with the standard callbacks
+5. `fit(config, model, data, phases, run_dir)`: `tfl.fit_phases` with the standard callbacks
    (best checkpoint, early stopping, logs, backup: re-running with the same `output` resumes a
-   killed run), then evaluation on the test split and the run directory: `config.yaml`,
-   `labels.json`, `data.json`, `history.csv`, `history.png`, `metrics.json`,
-   `evaluation.json`, `confusion_matrix.png`, `model.keras`, `best.keras`, `report.md`.
-5. `evaluate_run(run_dir)`: reload a finished run's model and data and evaluate it again.
+   killed run), after the learning-rate finder when `train.lr_find` is on.
+6. `finish(...)`: evaluation on the test split and the rest of the run directory:
+   `history.csv`, `history.png`, `metrics.json`, `evaluation.json`,
+   `evaluation_confusion.png`, `model.keras`, `best.keras`, `report.md`.
+
+`train(config)` runs all six; `evaluate_run(run_dir)` reloads a finished run's model and data
+and evaluates it again.
 """
 
 from __future__ import annotations
@@ -58,7 +63,16 @@ def is_text(config) -> bool:
 
 
 def load_data(config, run_dir: str | None = None):
-    """`config.data` as a `tfl.data.DataSplits` (labels and info written to `run_dir`)."""
+    """`config.data` as a `tfl.data.DataSplits` (labels and info written to `run_dir`).
+
+    For the multitask recipe each split's labels become `{task: labels}` (derived labels
+    such as `label:parity` computed on the fly).
+    """
+    data = _load_splits(config, run_dir)
+    return _task_targets(config, data) if config.recipe == "multitask" else data
+
+
+def _load_splits(config, run_dir: str | None = None):
     import tfl.data
 
     data = config.data
@@ -220,42 +234,44 @@ def _evaluate(model, dataset, config, data) -> dict:
     return metrics
 
 
-def train(config, verbose="auto") -> dict:
-    """Run `config` end to end; returns `{"run_dir", "model", "metrics", "history"}`.
+def prepare(config) -> tuple[config_lib.RunConfig, str]:
+    """Validate `config`, create its run directory with `config.yaml`, seed everything.
 
-    Re-running with the same `output` directory resumes a killed run (Keras BackupAndRestore
-    per phase, see `tfl.fit_phases`).
+    Returns the normalised configuration and the run directory.
     """
-    import tfl
-    from tfl.evaluate import plot_history, save_metrics, write_report
-
     config = config_lib.validate(config)
     run_dir = config_lib.run_dir(config)
     os.makedirs(run_dir, exist_ok=True)
     with open(os.path.join(run_dir, "config.yaml"), "w") as f:
         f.write(config_lib.to_yaml(config))
     keras.utils.set_random_seed(config.seed)
-    started = time.time()
+    return config, run_dir
 
-    data = load_data(config, run_dir)
-    if config.recipe == "multitask":
-        data = _task_targets(config, data)
-    model = build_model(config, data)
-    notes = []
-    phases = make_phases(config)
+
+def fit(config, model, data, phases, run_dir: str, verbose="auto", notes: list | None = None):
+    """Train `model` through `phases` with the standard callbacks; returns the history.
+
+    With `train.lr_find` the learning-rate range test runs first (its curve is saved as
+    `lr_find.png`) and its suggestion becomes the first phase's learning rate. Callbacks:
+    `tfl.standard_callbacks(run_dir)` (best checkpoint, early stopping, CSV and TensorBoard
+    logs, BackupAndRestore: re-running with the same `output` resumes a killed run).
+    """
+    import tfl
+
+    notes = [] if notes is None else notes
+    phases = list(phases)
     if config.train.lr_find:
         found = tfl.lr_find(model, data.train, plot_path=os.path.join(run_dir, "lr_find.png"))
         if found.suggestion:
             phases[0] = dataclasses.replace(phases[0], learning_rate=float(found.suggestion))
             notes.append(f"Learning-rate finder: head learning rate {found.suggestion:.2e}.")
-
     validation = data.validation
     monitor = "val_loss" if validation is not None else "loss"
     patience = config.train.early_stopping_patience
     callbacks = tfl.standard_callbacks(
         run_dir, monitor=monitor, patience=patience or 1, early_stopping=patience is not None
     )
-    history = tfl.fit_phases(
+    return tfl.fit_phases(
         model,
         phases,
         data.train,
@@ -266,7 +282,18 @@ def train(config, verbose="auto") -> dict:
         verbose=verbose,
     )
 
-    test = data.test if data.test is not None else validation
+
+def finish(
+    config, model, data, history, run_dir: str, seconds: float | None = None, notes=()
+) -> dict:
+    """Evaluate on the test split (else validation), save the model, plots, metrics, report.
+
+    Writes `model.keras`, `evaluation.json` + `evaluation_confusion.png`, `history.png`,
+    `metrics.json` and `report.md`; returns the test metrics.
+    """
+    from tfl.evaluate import plot_history, save_metrics, write_report
+
+    test = data.test if data.test is not None else data.validation
     metrics = _evaluate(model, test, config, data) if test is not None else {}
     model.save(os.path.join(run_dir, "model.keras"))
     if metrics and config.recipe != "multitask":
@@ -280,23 +307,53 @@ def train(config, verbose="auto") -> dict:
     summary = {
         "test_accuracy": metrics.get("accuracy"),
         "evaluated_on": "test" if data.test is not None else "validation",
-        "seconds_total": round(time.time() - started, 1),
+        "seconds_total": None if seconds is None else round(seconds, 1),
         "phases": history.phases,
         "history": {"epoch": history.epoch, **history.history},
     }
     with open(os.path.join(run_dir, "metrics.json"), "w") as f:
         json.dump(summary, f, indent=2, default=float)
+    notes = tuple(notes)
+    if seconds is not None:
+        notes += (f"Total time: {seconds:.0f} s.",)
     write_report(
         run_dir,
-        title=f"{config.recipe}: {config_lib.default_name(config)}",
+        title=f"{config.recipe}: {config.name or config_lib.default_name(config)}",
         config=config_lib.to_dict(config),
         metrics=metrics if config.recipe != "multitask" else None,
         history=history_csv if os.path.exists(history_csv) else None,
         phases=history.phases,
         data_info=data.info,
-        notes=tuple(notes) + (f"Total time: {summary['seconds_total']:.0f} s.",),
+        notes=notes,
     )
-    return {"run_dir": run_dir, "model": model, "metrics": metrics, "history": history}
+    return metrics
+
+
+def train(config, verbose="auto") -> dict:
+    """Run `config` end to end; returns `{"run_dir", "model", "metrics", "history", "data"}`.
+
+    The steps, each public (the recipes in `recipes/` call them one by one): `prepare`,
+    `load_data`, `build_model`, `make_phases`, `fit`, `finish`. Re-running with the same
+    `output` directory resumes a killed run (Keras BackupAndRestore per phase, see
+    `tfl.fit_phases`).
+    """
+    started = time.time()
+    config, run_dir = prepare(config)
+    data = load_data(config, run_dir)
+    model = build_model(config, data)
+    phases = make_phases(config)
+    notes: list[str] = []
+    history = fit(config, model, data, phases, run_dir, verbose=verbose, notes=notes)
+    metrics = finish(
+        config, model, data, history, run_dir, seconds=time.time() - started, notes=notes
+    )
+    return {
+        "run_dir": run_dir,
+        "model": model,
+        "metrics": metrics,
+        "history": history,
+        "data": data,
+    }
 
 
 def evaluate_run(run_dir: str, split: str = "test") -> dict:
@@ -313,8 +370,6 @@ def evaluate_run(run_dir: str, split: str = "test") -> dict:
             )
     config = config_lib.validate(config_lib.from_dict(config_lib.load_yaml(config_path)))
     data = load_data(config)
-    if config.recipe == "multitask":
-        data = _task_targets(config, data)
     dataset = {"test": data.test, "validation": data.validation, "train": data.train}.get(split)
     if dataset is None:
         raise ValueError(
@@ -328,4 +383,14 @@ def evaluate_run(run_dir: str, split: str = "test") -> dict:
     return metrics
 
 
-__all__ = ["build_model", "evaluate_run", "image_size", "load_data", "make_phases", "train"]
+__all__ = [
+    "build_model",
+    "evaluate_run",
+    "finish",
+    "fit",
+    "image_size",
+    "load_data",
+    "make_phases",
+    "prepare",
+    "train",
+]
