@@ -70,7 +70,7 @@ def test_bad_files_are_skipped_reported_and_saved(tmp_path):
         data = from_folder(str(root), 8, batch_size=4, splits=(0.5, 0.5), run_dir=str(run_dir))
     bad = sorted(os.path.basename(path) for path, _ in data.report.items)
     assert bad == ["empty.png", "truncated.jpg"]
-    assert data.info["ignored_files"] == 1 and data.info["bad_files"] == 2
+    assert data.info["ignored_files"] == 1 and data.info["skipped"] == 2
     lines = (run_dir / "bad_inputs.txt").read_text().splitlines()
     assert sorted(os.path.basename(line.split("\t")[0]) for line in lines) == bad
     assert LabelMap.load(str(run_dir)) == data.labels == LabelMap(["cat", "dog"])

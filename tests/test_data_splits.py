@@ -1,5 +1,6 @@
 import json
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -132,3 +133,48 @@ def test_mark_and_fingerprint():
     assert make_fingerprint(a, {"size": 3}) != make_fingerprint(a, {"size": 4})
     assert make_fingerprint(a) != make_fingerprint(a.reshape(2, 3))
     assert len(make_fingerprint("x")) == 64
+
+
+def test_every_loader_describes_its_data_with_the_same_info_keys(tmp_path):
+    """`num_examples`, per-class `counts` and `skipped` mean the same for images and text."""
+    from tfl.data import from_arrays, from_folder, from_texts
+
+    rng = np.random.default_rng(0)
+    for name in ("a", "b"):
+        os.makedirs(tmp_path / "imgs" / name)
+        for i in range(3):
+            png = tf.io.encode_png(rng.integers(0, 255, (8, 8, 3), dtype=np.uint8)).numpy()
+            (tmp_path / "imgs" / name / f"{i}.png").write_bytes(png)
+    (tmp_path / "imgs" / "a" / "bad.png").write_bytes(b"not an image")
+    with pytest.warns(UserWarning):
+        folder = from_folder(tmp_path / "imgs", 8, splits={"train": 1.0})
+    arrays = from_arrays(rng.random((6, 8, 8, 3)) * 255, [0, 0, 0, 1, 1, 1], 8, splits="none")
+    with pytest.warns(UserWarning):
+        texts = from_texts(
+            ["good", "fine", "bad", "awful", ""], list("ppnnn"), splits={"train": 1.0}
+        )
+    for data, skipped in ((folder, 1), (arrays, 0), (texts, 1)):
+        info = data.info
+        assert info["skipped"] == skipped
+        assert info["classes"] == data.labels.names
+        assert set(info["counts"]) == set(info["num_examples"])
+        for split, n in info["num_examples"].items():
+            assert sum(info["counts"][split].values()) == n
+            assert set(info["counts"][split]) == set(data.labels.names)
+
+
+@pytest.mark.parametrize(
+    "splits, message",
+    [
+        ({"train": 0.8, "val": 0.2}, "unknown split(s) ['val']"),
+        ((0.8, 0.3), "sums to 1.1"),
+        (("train", "test"), "expected fractions (train, validation[, test])"),
+        ((0.5, 0.2, 0.2, 0.1), "expected fractions"),
+        ((1.2, -0.2), "expected fractions"),
+    ],
+)
+def test_bad_split_fractions_name_the_value_and_the_fix(splits, message):
+    from tfl.data.splits import as_fractions
+
+    with pytest.raises(ValueError, match=re.escape(message)):
+        as_fractions(splits)

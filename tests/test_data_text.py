@@ -74,7 +74,7 @@ def test_csv_quoted_comma_quote_and_newline_come_out_exactly(tmp_path):
             ("plain", 0),
         ]
     )
-    assert data.info["counts"] == {"train": 4}
+    assert data.info["num_examples"] == {"train": 4}
     assert data.report.count == 0
 
 
@@ -178,7 +178,7 @@ def test_bad_rows_are_skipped_reported_with_row_numbers_and_saved(tmp_path):
     assert LabelMap.load(run_dir) == data.labels
     with open(os.path.join(run_dir, "data.json"), encoding="utf-8") as f:
         saved = json.load(f)
-    assert saved["counts"] == {"train": 3} and saved["skipped"] == 4
+    assert saved["num_examples"] == {"train": 3} and saved["skipped"] == 4
 
 
 def test_malformed_jsonl_line_is_reported(tmp_path):
@@ -255,7 +255,7 @@ def test_dict_of_files_and_class_counts(tmp_path):
         data = from_csv({"train": train, "test": test}, "text", "label")
     assert data.validation is None
     assert _examples(data.test) == [("d", 1)]
-    assert data.info["class_counts"] == {"train": {"x": 1, "y": 2}, "test": {"x": 0, "y": 1}}
+    assert data.info["counts"] == {"train": {"x": 1, "y": 2}, "test": {"x": 0, "y": 1}}
     with pytest.raises(ValueError, match="'valid'"):
         from_csv({"train": train, "valid": test}, "text", "label")
 
@@ -352,7 +352,7 @@ def test_from_texts_preprocessor_and_text_classifier_fit(tokenizer):
         not np.allclose(a, w.numpy())
         for a, w in zip(before, model.head.trainable_weights, strict=True)
     )
-    n_val = data.info["counts"]["validation"]
+    n_val = data.info["num_examples"]["validation"]
     assert model.predict(data.validation, verbose=0).shape == (n_val, 2)
 
 
@@ -367,13 +367,13 @@ def test_max_per_class_caps_each_split_and_is_stable_when_rows_are_appended(tmp_
     data = from_csv(path, "text", "label", max_per_class=caps)
     info = data.info["max_per_class"]
     assert info["cap"] == {"train": 8, "validation": None, "test": 3}
-    assert info["before"] == full.info["class_counts"]
+    assert info["before"] == full.info["counts"]
     for split, cap in [("train", 8), ("validation", None), ("test", 3)]:
         want = {c: n if cap is None else min(cap, n) for c, n in info["before"][split].items()}
-        assert data.info["class_counts"][split] == info["after"][split] == want
+        assert data.info["counts"][split] == info["after"][split] == want
         labels = [y for _, y in _examples(getattr(data, split))]
         assert [labels.count(0), labels.count(1)] == list(want.values())
-    assert data.info["counts"]["train"] == 16
+    assert data.info["num_examples"]["train"] == 16
     # A cap chooses within a split: every kept row keeps the split it had without the cap.
     split_of = _split_of(full)
     assert all(split_of[t] == s for t, s in _split_of(data).items())
@@ -396,7 +396,7 @@ def test_max_per_class_for_texts_files_and_bad_values(tmp_path):
     texts = [f"text {i}" for i in range(30)]
     labels = [i % 3 for i in range(30)]
     data = from_texts(texts, labels, splits=(1.0,), max_per_class=4)
-    assert data.info["class_counts"]["train"] == {"0": 4, "1": 4, "2": 4}
+    assert data.info["counts"]["train"] == {"0": 4, "1": 4, "2": 4}
     first = [x for x, _ in _examples(data.train)]
     assert sorted(first) == sorted(x for x, _ in _examples(data.train))  # same rows each epoch
     # A dict of files: each file is its split, capped by its own cap.
@@ -404,7 +404,7 @@ def test_max_per_class_for_texts_files_and_bad_values(tmp_path):
     train = _write(tmp_path / "train.jsonl", lines)
     test = _write(tmp_path / "test.jsonl", lines)
     files = from_jsonl({"train": train, "test": test}, "t", "y", max_per_class={"test": 2})
-    assert files.info["class_counts"] == {
+    assert files.info["counts"] == {
         "train": {"0": 10, "1": 10, "2": 10},
         "test": {"0": 2, "1": 2, "2": 2},
     }

@@ -782,7 +782,7 @@ def _table(header: Sequence[str], rows: Iterable[Sequence]) -> list[str]:
 
 
 def _split_counts(info: Mapping) -> dict[str, int]:
-    """Examples per split from a `DataSplits.info` (image and text loaders word it apart)."""
+    """Examples per split from a `DataSplits.info` (`num_examples`; `counts` per class)."""
     for key in ("num_examples", "counts"):
         value = info.get(key)
         if isinstance(value, Mapping) and all(
@@ -795,7 +795,7 @@ def _split_counts(info: Mapping) -> dict[str, int]:
 
 
 def _skipped(info: Mapping) -> int | None:
-    for key in ("bad_files", "skipped", "bad_inputs", "bad_rows"):
+    for key in ("skipped", "bad_files"):
         value = info.get(key)
         if isinstance(value, int | np.integer):
             return int(value)

@@ -32,6 +32,7 @@ from tfl.data.splits import (
     DataSplits,
     LabelMap,
     MaxPerClass,
+    as_fractions,
     cap_splits,
     check_split_classes,
     hash_split,
@@ -622,7 +623,7 @@ def from_folder(
     layout, split_dirs = _folder_layout(root)
     if layout == "split":
         split_roots = {s: os.path.join(root, d) for s, d in split_dirs.items()}
-        if tuple(splits) != (0.8, 0.1, 0.1):
+        if as_fractions(splits) != (0.8, 0.1, 0.1):
             warnings.warn(
                 f"{root} has split folders {sorted(split_dirs.values())}, which are used as "
                 f"given; splits={tuple(splits)} is ignored.",
@@ -630,13 +631,7 @@ def from_folder(
             )
     else:
         split_roots = {"all": root}
-        fractions = [float(f) for f in splits]
-        if len(fractions) not in (2, 3):
-            raise ValueError(
-                f"Received splits={tuple(splits)}; expected (train, validation) or "
-                "(train, validation, test) fractions, e.g. (0.8, 0.1, 0.1)."
-            )
-        fractions += [0.0] * (3 - len(fractions))
+        fractions = list(as_fractions(splits))
 
     found_classes = sorted({c for d in split_roots.values() for c in _subdirs(d)})
     if class_names is None:
@@ -777,7 +772,7 @@ def from_folder(
         "classes": names,
         "num_examples": {s: len(members[s]) for s in present},
         "counts": counts,
-        "bad_files": report.count,
+        "skipped": report.count,
         "ignored_files": len(ignored),
         "ignored_examples": [os.path.relpath(p, root) for p in ignored[:10]],
         "class_warnings": problems,
@@ -896,16 +891,10 @@ def from_arrays(
     else:
         if given:
             raise ValueError(
-                f"Received splits={tuple(splits)} together with validation_data/test_data; "
+                f"Received splits={splits!r} together with validation_data/test_data; "
                 "pass one or the other (splits='none' keeps all of x for training)."
             )
-        fractions = [float(f) for f in splits]
-        if len(fractions) not in (2, 3):
-            raise ValueError(
-                f"Received splits={tuple(splits)}; expected (train, validation) or "
-                "(train, validation, test) fractions, or 'none'."
-            )
-        fractions += [0.0] * (3 - len(fractions))
+        fractions = list(as_fractions(splits))
 
     x = np.asarray(x)
     y_values = list(np.asarray(y, dtype=object).reshape(-1))
@@ -1024,6 +1013,7 @@ def from_arrays(
         "classes": label_map.names,
         "num_examples": {s: len(arrays[s][1]) for s in present},
         "counts": counts,
+        "skipped": 0,  # arrays are checked whole: a bad array is an error, not a skip
         "class_warnings": problems,
         "max_per_class": cap_info,
         "fingerprint": {s: datasets[s]._tfl_fingerprint for s in present},

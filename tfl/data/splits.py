@@ -182,6 +182,37 @@ def _unit_hash(seed: int, key: str) -> float:
     return int.from_bytes(digest[:8], "big") / 2.0**64
 
 
+def as_fractions(splits, name: str = "splits") -> tuple[float, float, float]:
+    """`(train, validation, test)` fractions from a tuple of 1-3 numbers or a dict by split.
+
+    Example:
+    >>> from tfl.data.splits import as_fractions
+    >>> as_fractions((0.8, 0.2)), as_fractions({"train": 0.9, "test": 0.1})
+    ((0.8, 0.2, 0.0), (0.9, 0.0, 0.1))
+    """
+    fix = (
+        f"expected fractions (train, validation[, test]) summing to 1, e.g. {name}=(0.8, 0.1, "
+        '0.1) or {"train": 0.8, "validation": 0.1, "test": 0.1}'
+    )
+    if isinstance(splits, Mapping):
+        unknown = sorted(str(k) for k in splits if k not in SPLIT_NAMES)
+        if unknown:
+            raise ValueError(
+                f"Received {name}={dict(splits)!r}: unknown split(s) {unknown}; the splits are "
+                f"{list(SPLIT_NAMES)}; {fix}."
+            )
+        splits = [splits.get(s, 0.0) for s in SPLIT_NAMES]
+    try:
+        fractions = tuple(float(f) for f in splits)
+    except (TypeError, ValueError):
+        fractions = ()
+    if not 1 <= len(fractions) <= 3 or any(not np.isfinite(f) or f < 0 for f in fractions):
+        raise ValueError(f"Received {name}={splits!r}; {fix}.")
+    if abs(sum(fractions) - 1.0) > 1e-6:
+        raise ValueError(f"Received {name}={splits!r}, which sums to {sum(fractions):g}; {fix}.")
+    return fractions + (0.0,) * (3 - len(fractions))
+
+
 def hash_split(
     keys: Sequence[str], fractions: Sequence[float] = (0.8, 0.1, 0.1), seed: int = 0
 ) -> list[np.ndarray]:
@@ -464,7 +495,10 @@ class DataSplits:
         test: batched test data (never shuffled), or None.
         labels: the `LabelMap` for class labels, or None (regression).
         report: inputs that were skipped and why.
-        info: counts per split and class, the source and the settings used.
+        info: what was loaded, the same keys for every loader: `num_examples` (examples per
+            split), `counts` (per split and class), `skipped` (bad inputs left out),
+            `classes`, `max_per_class`, `class_warnings`, `fingerprint`, `settings`, and
+            the loader's own source keys.
 
     Example:
     >>> from tfl.data.splits import BadInputReport, DataSplits

@@ -34,6 +34,7 @@ from tfl.data.splits import (
     DataSplits,
     LabelMap,
     MaxPerClass,
+    as_fractions,
     cap_splits,
     check_split_classes,
     hash_split,
@@ -244,16 +245,7 @@ def _split_key(texts: tuple[str, ...]) -> str:
 
 
 def _check_fractions(splits: Sequence[float]) -> tuple[float, ...]:
-    try:
-        fractions = tuple(float(f) for f in splits)
-    except (TypeError, ValueError):
-        fractions = ()
-    if not 1 <= len(fractions) <= 3:
-        raise ValueError(
-            f"Received splits={splits!r}; expected fractions (train, validation[, test]) such "
-            'as (0.8, 0.1, 0.1), or a dict {"train": path, "validation": path, "test": path}.'
-        )
-    return fractions + (0.0,) * (3 - len(fractions))
+    return as_fractions(splits)
 
 
 def _check_batch_size(batch_size: int) -> int:
@@ -341,10 +333,12 @@ def _build(
     index_parts = [np.arange(offsets[i], offsets[i + 1]) for i in range(len(names))]
     class_counts, problems = check_split_classes(y_all, index_parts, names, label_map)
     info.update(
-        counts={n: len(parts[n].texts) for n in names},
-        class_counts=class_counts,
+        num_examples={n: len(parts[n].texts) for n in names},
+        counts=class_counts,
         max_per_class=cap_info,
         skipped=report.count,
+        classes=label_map.names,
+        class_warnings=problems,
         seed=seed,
         batch_size=batch_size,
     )
@@ -514,7 +508,7 @@ def from_csv(
     >>> with open(path, "w") as f:
     ...     _ = f.write('text,label\\n"Great, really",pos\\nDull,neg\\nFun,pos\\n')
     >>> data = from_csv(path, "text", "label", splits=(1.0,))
-    >>> data.labels.names, data.info["counts"]
+    >>> data.labels.names, data.info["num_examples"]
     (['neg', 'pos'], {'train': 3})
     """
     columns = _check_columns(text_column, "text_column")

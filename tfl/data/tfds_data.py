@@ -771,6 +771,7 @@ def from_tfds(
         },
         "num_examples": num_examples,
         "counts": counts,
+        "skipped": 0,  # TFDS decodes its own records; nothing is skipped here
         "class_warnings": problems,
         "max_per_class": cap_info,
         "fingerprint": fingerprints,
