@@ -468,3 +468,47 @@ def test_lint_warns_once_per_state_and_per_model():
     other = _tiny_transfer_model()
     other.compile(keras.optimizers.Adam(1e-2), "mse")
     assert len(_transfer_warnings(lint, other)[1]) == 1
+
+
+def test_a_kill_between_the_csv_row_and_the_backup_leaves_no_duplicate_epoch(tmp_path):
+    """The CSV row of an epoch is written before its backup: a kill in between re-runs it."""
+
+    class KillBeforeBackup(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 1:
+                raise KeyboardInterrupt
+
+    cbs = standard_callbacks(tmp_path, monitor="loss", tensorboard=False, verbose=0)
+    csv_logger, backup = cbs[1], cbs[2]
+    with pytest.raises(KeyboardInterrupt):  # epoch 1 is logged, then the kill, then no backup
+        _fit(_model(), [csv_logger, KillBeforeBackup(), backup], 0, 4)
+    csv_logger.csv_file.close()
+    assert [int(r[0]) for r in _read_csv(tmp_path / "history.csv")[1:]] == [0, 1]
+    history = _fit(_model(), standard_callbacks(tmp_path, monitor="loss", tensorboard=False), 0, 4)
+    assert history.epoch == [1, 2, 3]  # epoch 1 runs again from the backup of epoch 0
+    assert [int(r[0]) for r in _read_csv(tmp_path / "history.csv")[1:]] == [0, 1, 2, 3]
+
+
+def test_backup_and_best_checkpoint_are_replaced_whole_never_half_written(tmp_path):
+    """Files are written beside their target and renamed: a kill mid-write breaks nothing."""
+    from tfl.callbacks import BackupAndRestore, ModelCheckpoint
+
+    best = tmp_path / "best.keras"
+    (tmp_path / "best.partial.keras").write_bytes(b"left by a run killed mid-write")
+    checkpoint = ModelCheckpoint(str(best), monitor="loss", save_best_only=True)
+    backup = BackupAndRestore(str(tmp_path / "backup"), delete_checkpoint=False)
+    model = _model()
+    _fit(model, [checkpoint, backup], 0, 2)
+    assert sorted(os.listdir(tmp_path / "backup")) == [
+        "latest.weights.h5",
+        "training_metadata.json",
+    ]
+    assert not (tmp_path / "best.partial.keras").exists()
+    reloaded = keras.saving.load_model(str(best))
+    np.testing.assert_allclose(reloaded.predict(X, verbose=0), model.predict(X, verbose=0))
+
+    # A kill while the next backup was being written leaves the previous one loadable.
+    (tmp_path / "backup" / "partial.weights.h5").write_bytes(b"\x89HDF\r\n half a file")
+    restarted = _model()
+    history = _fit(restarted, [BackupAndRestore(str(tmp_path / "backup"))], 0, 3)
+    assert history.epoch == [2]

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import csv
 import importlib.util
+import json
 import math
 import os
 import warnings
@@ -128,8 +129,14 @@ class _HistoryCSVLogger(keras.callbacks.CSVLogger):
     def on_train_begin(self, logs=None):
         super().on_train_begin(logs)
         self._header = _read_header(self.filename, self.sep) if self.append else None
+        self._first_epoch = True
 
     def on_epoch_end(self, epoch, logs=None):
+        if self._first_epoch and self._header:
+            # A run killed after this logger wrote an epoch's row but before the backup saved
+            # that epoch re-runs it: its new row replaces the old one (no duplicate epochs).
+            self._drop_rows_from(epoch)
+        self._first_epoch = False
         logs = dict(logs or {})
         if "learning_rate" not in logs and self.model.optimizer is not None:
             lr = _current_learning_rate(self.model.optimizer)
@@ -149,6 +156,19 @@ class _HistoryCSVLogger(keras.callbacks.CSVLogger):
             self.keys = keys
         super().on_epoch_end(epoch, logs)
 
+    def _drop_rows_from(self, epoch: int):
+        with open(self.filename, newline="") as f:
+            rows = list(csv.DictReader(f, delimiter=self.sep))
+        kept = [r for r in rows if _epoch_of(r) is None or _epoch_of(r) < epoch]
+        if len(kept) == len(rows):
+            return
+        self.csv_file.close()
+        with open(self.filename, "w", newline="") as f:
+            writer = csv.DictWriter(f, self._header, restval="NA", delimiter=self.sep)
+            writer.writeheader()
+            writer.writerows(kept)
+        self.csv_file = open(self.filename, "a")  # noqa: SIM115 (closed in on_train_end)
+
     def _widen_header(self, fieldnames: list[str]):
         self.csv_file.close()
         with open(self.filename, newline="") as f:
@@ -159,6 +179,91 @@ class _HistoryCSVLogger(keras.callbacks.CSVLogger):
             writer.writerows(rows)
         self.csv_file = open(self.filename, "a")  # noqa: SIM115 (closed in on_train_end)
         self._header = fieldnames
+
+
+class BackupAndRestore(keras.callbacks.BackupAndRestore):
+    """Keras's `BackupAndRestore`, but a kill while it saves never leaves a broken backup.
+
+    Keras writes `latest.weights.h5` in place: a run killed during that write (found by
+    killing `tfl train` at random points) leaves a half-written HDF5 file, and the restart
+    fails with "bad object header version number". Here the weights and the epoch record are
+    written beside the backup and renamed over it, so the backup is always the last complete
+    epoch. `tfl.fit_phases` uses this class for every phase's backup.
+
+    Example:
+    >>> import tempfile
+    >>> from tfl.callbacks import BackupAndRestore
+    >>> BackupAndRestore(tempfile.mkdtemp()).save_freq
+    'epoch'
+    """
+
+    def _save_model(self):
+        if not tf.io.gfile.exists(self.backup_dir):
+            tf.io.gfile.makedirs(self.backup_dir)
+        if self.double_checkpoint:
+            for path, prev in (
+                (self._weights_path, self._prev_weights_path),
+                (self._training_metadata_path, self._prev_training_metadata_path),
+            ):
+                if tf.io.gfile.exists(path):
+                    tf.io.gfile.copy(path, prev + ".partial", overwrite=True)
+                    tf.io.gfile.rename(prev + ".partial", prev, overwrite=True)
+        partial = os.path.join(self.backup_dir, "partial.weights.h5")
+        self.model.save_weights(filepath=partial, overwrite=True)
+        with tf.io.gfile.GFile(self._training_metadata_path + ".partial", "w") as f:
+            f.write(json.dumps({"epoch": self._current_epoch, "batch": self._last_batch_seen}))
+        tf.io.gfile.rename(partial, self._weights_path, overwrite=True)
+        tf.io.gfile.rename(
+            self._training_metadata_path + ".partial", self._training_metadata_path, overwrite=True
+        )
+
+
+class ModelCheckpoint(keras.callbacks.ModelCheckpoint):
+    """Keras's `ModelCheckpoint`, but each file is written beside its target and renamed.
+
+    A run killed while Keras writes `best.keras` in place would leave a broken zip as the
+    "best" model; here the previous best stays intact until the new one is complete.
+
+    Example:
+    >>> from tfl.callbacks import ModelCheckpoint
+    >>> ModelCheckpoint("best.keras", save_best_only=True).filepath
+    'best.keras'
+    """
+
+    _partial = False
+
+    def _get_file_path(self, epoch, batch, logs):
+        path = super()._get_file_path(epoch, batch, logs)
+        return _partial_path(path) if self._partial else path
+
+    def _save_model(self, epoch, batch, logs):
+        final = super()._get_file_path(epoch, batch, logs)
+        partial = _partial_path(final)
+        if partial == final:  # a file type Keras will name itself: save as Keras does
+            return super()._save_model(epoch, batch, logs)
+        if tf.io.gfile.exists(partial):  # left by a killed run: never promote it
+            tf.io.gfile.remove(partial)
+        self._partial = True
+        try:
+            super()._save_model(epoch, batch, logs)
+        finally:
+            self._partial = False
+        if tf.io.gfile.exists(partial):
+            tf.io.gfile.rename(partial, final, overwrite=True)
+
+
+def _partial_path(path: str) -> str:
+    for ext in (".weights.h5", ".keras", ".h5"):
+        if path.endswith(ext):
+            return path[: -len(ext)] + ".partial" + ext
+    return path
+
+
+def _epoch_of(row: dict) -> int | None:
+    try:
+        return int(float(row.get("epoch")))
+    except (TypeError, ValueError):
+        return None
 
 
 def _read_header(filename: str, sep: str) -> list[str] | None:
@@ -266,10 +371,10 @@ def standard_callbacks(
     if csv_log:
         callbacks.append(_HistoryCSVLogger(os.path.join(run_dir, "history.csv"), append=True))
     if backup:
-        callbacks.append(keras.callbacks.BackupAndRestore(os.path.join(run_dir, "backup")))
+        callbacks.append(BackupAndRestore(os.path.join(run_dir, "backup")))
     if checkpoint:
         callbacks.append(
-            keras.callbacks.ModelCheckpoint(
+            ModelCheckpoint(
                 os.path.join(run_dir, "best.keras"),
                 monitor=monitor,
                 mode=mode,

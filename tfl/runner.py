@@ -234,6 +234,17 @@ def _evaluate(model, dataset, config, data) -> dict:
     return metrics
 
 
+def _changed_keys(old: dict, new: dict, prefix: str = "") -> list[str]:
+    changed = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict) and key != "tasks":
+            changed += _changed_keys(a, b, f"{prefix}{key}.")
+        elif a != b:
+            changed.append(f"{prefix}{key}")
+    return changed
+
+
 def prepare(config) -> tuple[config_lib.RunConfig, str]:
     """Validate `config`, create its run directory with `config.yaml`, seed everything.
 
@@ -241,8 +252,22 @@ def prepare(config) -> tuple[config_lib.RunConfig, str]:
     """
     config = config_lib.validate(config)
     run_dir = config_lib.run_dir(config)
+    path = os.path.join(run_dir, "config.yaml")
+    if os.path.exists(path):  # re-running a run: resume it, but only with the same settings
+        previous = config_lib.to_dict(
+            config_lib.validate(config_lib.from_dict(config_lib.load_yaml(path)))
+        )
+        changed = _changed_keys(previous, config_lib.to_dict(config))
+        if changed:
+            raise config_lib.ConfigError(
+                "output",
+                f"{run_dir} holds a run with other settings ({', '.join(changed)} differ), "
+                "so it cannot be resumed with these",
+                "Use a new --output (or none, for a fresh runs/ folder), or re-run with that "
+                f"run's settings: tfl train --config {path}",
+            )
     os.makedirs(run_dir, exist_ok=True)
-    with open(os.path.join(run_dir, "config.yaml"), "w") as f:
+    with open(path, "w") as f:
         f.write(config_lib.to_yaml(config))
     keras.utils.set_random_seed(config.seed)
     return config, run_dir

@@ -545,7 +545,9 @@ def _phase_callbacks(callbacks, backup_root, index, scheduled):
         if scheduled and isinstance(cb, keras.callbacks.ReduceLROnPlateau):
             continue
         if backup_root and isinstance(cb, keras.callbacks.BackupAndRestore):
-            cb = keras.callbacks.BackupAndRestore(
+            from tfl.callbacks import BackupAndRestore  # writes its files atomically
+
+            cb = BackupAndRestore(
                 os.path.join(backup_root, f"phase-{index}"),
                 save_freq=cb.save_freq,
                 double_checkpoint=cb.double_checkpoint,
