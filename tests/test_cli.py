@@ -78,25 +78,59 @@ def test_print_config_writes_the_effective_config_and_does_no_work(tmp_path, cap
     assert not (tmp_path / "run").exists()
 
 
-@pytest.mark.parametrize(
-    "argv, message",
-    [
-        (["train", "--image-size", "16"], "data.image_size"),
-        (["train", "--epochs-head", "-1"], "train.head_epochs"),
-        (["train", "--set", "train.head_epoch=2"], "Did you mean 'head_epochs'?"),
-        (["train", "--recipe", "image_clasification"], "image_classification"),
-        (["evaluate", "/nonexistent/run"], "not a finished tfl run directory"),
-    ],
-)
-def test_tfl_train_bad_arguments_exit_2_with_a_clear_message(argv, message, capsys, tmp_path):
-    if argv[0] == "train":
-        argv = [*argv, "--output", str(tmp_path / "run")]
-    try:
-        code = cli.main(argv)
-    except SystemExit as exit:  # argparse rejects type errors itself
-        code = exit.code
-    assert code == cli.EXIT_USAGE
-    assert message in capsys.readouterr().err
+# Ten kinds of bad configuration, each stopped before any work with one message that names the
+# key and the fix (tests/test_config.py checks the validator itself in more detail).
+BAD_CONFIGS = {
+    "below the base's minimum input": (["--image-size", "16"], "data.image_size: received 16"),
+    "negative epochs": (["--epochs-head", "-1"], "train.head_epochs"),
+    "misspelt key": (["--set", "train.head_epoch=2"], "Did you mean 'head_epochs'?"),
+    "unknown recipe": (["--recipe", "image_clasification"], "Did you mean 'image_classification'"),
+    "unknown base": (["--model.base", "mobilenet_v9"], "model.base: unknown image base"),
+    "bad choice": (["--train.optimizer", "adamm"], "Did you mean 'adam'"),
+    "wrong type": (["--data.batch-size", "eight"], "data.batch_size: received 'eight'"),
+    "augmentation with a forced cache": (
+        ["--data.augment", "flip", "--train.cache", "true"],
+        "train.cache: received true with random augmentation",
+    ),
+    "image weights for a text base": (
+        ["--recipe", "text_classification", "--model.weights", "imagenet"],
+        "model.weights: received 'imagenet', but a text preset",
+    ),
+    "missing data folder": (
+        ["--data.source", "folder", "--data.path", "/nonexistent/images"],
+        "data.path: the folder '/nonexistent/images' does not exist",
+    ),
+    "one key given twice": (
+        ["--train.head-epochs", "2", "--set", "train.head_epochs=3"],
+        "train.head_epochs: given twice",
+    ),
+    "unknown key in the YAML file": (
+        ["--config", "{yaml}"],
+        "train.warmup: unknown key; valid keys in train:",
+    ),
+    "YAML syntax error": (["--config", "{broken_yaml}"], "broken.yaml:2:1: not valid YAML"),
+}
+
+
+@pytest.mark.parametrize("kind", BAD_CONFIGS)
+def test_bad_config_exits_2_before_any_work_naming_the_key(kind, capsys, tmp_path):
+    (tmp_path / "run.yaml").write_text("train:\n  head_epochs: 2\n  warmup: 3\n")
+    (tmp_path / "broken.yaml").write_text("train: [1,\n")
+    flags, message = BAD_CONFIGS[kind]
+    flags = [
+        f.format(yaml=tmp_path / "run.yaml", broken_yaml=tmp_path / "broken.yaml") for f in flags
+    ]
+    run_dir = tmp_path / "run"
+    assert cli.main(["train", *flags, "--output", str(run_dir)]) == cli.EXIT_USAGE
+    err = capsys.readouterr().err
+    assert err.startswith("tfl train: error: ") and message in err
+    assert len(err.strip().splitlines()) == 1  # one message, no traceback
+    assert not run_dir.exists()  # nothing was started
+
+
+def test_evaluate_of_a_missing_run_exits_2(capsys):
+    assert cli.main(["evaluate", "/nonexistent/run"]) == cli.EXIT_USAGE
+    assert "not a finished tfl run directory" in capsys.readouterr().err
 
 
 @pytest.mark.assets
