@@ -22,7 +22,8 @@ TINY = [
 @pytest.mark.assets
 def test_tfl_train_end_to_end_writes_a_reloadable_run(tmp_path, capsys):
     run_dir = str(tmp_path / "run")
-    assert cli.main(["train", *TINY, "--output", run_dir]) == cli.EXIT_OK
+    argv = ["train", *TINY, "--train.lr-find", "true", "--output", run_dir]
+    assert cli.main(argv) == cli.EXIT_OK
     out = capsys.readouterr().out
     assert f"Run directory: {run_dir}" in out and "Test accuracy:" in out
     with open(os.path.join(run_dir, "metrics.json")) as f:
@@ -56,6 +57,10 @@ def test_tfl_train_end_to_end_writes_a_reloadable_run(tmp_path, capsys):
     with open(os.path.join(run_dir, "report.md")) as f:
         report = f.read()
     assert "history.png" in report and f"{metrics['test_accuracy']:.3f}"[:4] in report
+    # The learning-rate finder ran on the head phase (cached features) and set its rate.
+    assert os.path.getsize(os.path.join(run_dir, "lr_find.png")) > 0
+    assert "![lr_find](lr_find.png)" in report
+    assert "Learning-rate finder: head learning rate" in report
     model = keras.saving.load_model(os.path.join(run_dir, "model.keras"), safe_mode=True)
     images, labels = load_mnist_5k()
     ds = grey_digits_dataset(images[:20], labels[:20], 32, 10)

@@ -273,6 +273,37 @@ def prepare(config) -> tuple[config_lib.RunConfig, str]:
     return config, run_dir
 
 
+def _lr_find(config, model, data, phase, run_dir: str):
+    """The learning-rate range test of the first phase, on cached features when it can be.
+
+    The model is set up as that phase trains it (its trainable set, optimizer and loss); a
+    frozen-base phase sweeps the head on the base's features (the same feature cache entry
+    that phase then trains on, so the base runs once for both).
+    """
+    import tfl
+    from tfl.cache import FeatureCache, is_randomly_augmented, split_at_bases
+    from tfl.schedules import _compile, apply_trainable, make_optimizer
+
+    apply_trainable(model, phase)
+    _compile(model, make_optimizer(phase, model), phase, "auto", "auto", {})
+    target, train = model, data.train
+    cache = config.train.cache
+    if not phase.trains_base and cache is not False and not is_randomly_augmented(data.train):
+        feature_model, head_model = split_at_bases(model)
+        store = FeatureCache(None if cache == "memory" else "auto")
+        features = store.features(model, data.train, feature_model=feature_model)
+        compiled = model._compile_config.config
+        head_model.compile(
+            optimizer=model.optimizer,
+            loss=compiled["loss"],
+            loss_weights=compiled["loss_weights"],
+            metrics=compiled["metrics"],
+        )
+        target = head_model
+        train = features.dataset(features.batch_size, shuffle=True, seed=config.seed)
+    return tfl.lr_find(target, train, plot_path=os.path.join(run_dir, "lr_find.png"))
+
+
 def fit(config, model, data, phases, run_dir: str, verbose="auto", notes: list | None = None):
     """Train `model` through `phases` with the standard callbacks; returns the history.
 
@@ -286,7 +317,7 @@ def fit(config, model, data, phases, run_dir: str, verbose="auto", notes: list |
     notes = [] if notes is None else notes
     phases = list(phases)
     if config.train.lr_find:
-        found = tfl.lr_find(model, data.train, plot_path=os.path.join(run_dir, "lr_find.png"))
+        found = _lr_find(config, model, data, phases[0], run_dir)
         if found.suggestion:
             phases[0] = dataclasses.replace(phases[0], learning_rate=float(found.suggestion))
             notes.append(f"Learning-rate finder: head learning rate {found.suggestion:.2e}.")
