@@ -9,6 +9,7 @@ import time
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from tfl import cli
 from tfl.datasets import grey_digits_dataset, load_mnist_5k
@@ -71,6 +72,22 @@ def test_tfl_train_end_to_end_writes_a_reloadable_run(tmp_path, capsys):
     assert cli.main(["evaluate", run_dir]) == cli.EXIT_OK
     with open(os.path.join(run_dir, "evaluation_test.json")) as f:
         assert json.load(f)["accuracy"] == pytest.approx(evaluation["accuracy"], abs=1e-6)
+
+    # New labelled data: a folder holding only some of the classes keeps the run's indices.
+    from tfl.runner import evaluate_run
+
+    folder = os.path.join(os.path.dirname(run_dir), "new_digits")
+    for digit in (3, 5, 7):
+        os.makedirs(os.path.join(folder, str(digit)))
+        for i in np.flatnonzero(labels == digit)[-2:]:
+            png = tf.io.encode_png(images[i].reshape(28, 28, 1).astype("uint8")).numpy()
+            with open(os.path.join(folder, str(digit), f"{i}.png"), "wb") as f:
+                f.write(png)
+    new = evaluate_run(run_dir, data=folder)
+    assert new["num_examples"] == 6
+    rows = np.asarray(new["confusion_matrix"]).sum(axis=1)
+    assert rows.tolist() == [0, 0, 0, 2, 0, 2, 0, 2, 0, 0]  # true labels 3, 5 and 7
+    assert os.path.exists(os.path.join(run_dir, "evaluation_data_new_digits.json"))
 
 
 def test_print_config_writes_the_effective_config_and_does_no_work(tmp_path, capsys):

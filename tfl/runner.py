@@ -412,8 +412,72 @@ def train(config, verbose="auto") -> dict:
     }
 
 
-def evaluate_run(run_dir: str, split: str = "test") -> dict:
-    """Reload a finished run (`model.keras`, `config.yaml`) and evaluate it on `split`."""
+def load_new_data(config, path: str, labels):
+    """Labelled data that the run never saw, read like its training data, as one split.
+
+    Image recipes: a folder with one subfolder per class (`root/<class>/*`, or a split layout,
+    whose `test` split is used); text recipes: a CSV/TSV or JSONL file with the run's text
+    and label columns. Class names must be among the run's `labels` (a folder may hold only
+    some of them); the label indices are the run's.
+    """
+    import tfl.data
+    from tfl.data.images import _folder_layout
+
+    common = dict(batch_size=config.data.batch_size, seed=config.seed)
+    if not os.path.exists(path):
+        raise FileNotFoundError(
+            f"Received data={path!r}, which does not exist. Pass a folder of class subfolders "
+            "(image runs) or a CSV/JSONL file with the run's columns (text runs)."
+        )
+    if is_text(config):
+        if os.path.isdir(path):
+            raise ValueError(
+                f"Received data={path!r}, a folder; this text run reads a CSV/TSV or JSONL "
+                f"file with columns {config.data.text_column!r} and {config.data.label_column!r}."
+            )
+        column = config.data.text_column
+        column = list(column) if isinstance(column, tuple | list) else column
+        loader = tfl.data.from_jsonl if path.endswith((".jsonl", ".json")) else tfl.data.from_csv
+        data = loader(
+            path, column, config.data.label_column, splits=(1.0,), labels=labels.names, **common
+        )
+        split = data.train
+    else:
+        if not os.path.isdir(path):
+            raise ValueError(
+                f"Received data={path!r}, not a folder; an image run reads a folder with one "
+                "subfolder of images per class."
+            )
+        layout, _ = _folder_layout(path)
+        kwargs = {} if layout == "split" else {"splits": (1.0,)}
+        data = tfl.data.from_folder(
+            path,
+            image_size(config),
+            class_names=labels.names,
+            resize=config.data.resize,
+            **kwargs,
+            **common,
+        )
+        split = data.test if layout == "split" and data.test is not None else data.train
+    data = dataclasses.replace(data, train=split, validation=None, test=None)
+    if config.recipe == "multitask":
+        data = _task_targets(config, data)
+    return data
+
+
+def evaluate_run(run_dir: str, split: str = "test", data: str | None = None) -> dict:
+    """Reload a finished run (`model.keras`, `config.yaml`) and evaluate it again.
+
+    Args:
+        run_dir: a run directory written by `tfl train`.
+        split: which split of the run's own data: test, validation or train.
+        data: evaluate on new labelled data instead (see `load_new_data`): a folder of class
+            subfolders for image runs, a CSV/JSONL file for text runs.
+
+    Writes `evaluation_<split>.json` (or `evaluation_<data name>.json`) and its confusion
+    matrix PNG into `run_dir`; returns the metrics.
+    """
+    from tfl.data import LabelMap
     from tfl.evaluate import save_metrics
 
     config_path = os.path.join(run_dir, "config.yaml")
@@ -425,17 +489,27 @@ def evaluate_run(run_dir: str, split: str = "test") -> dict:
                 "config.yaml and model.keras, written by `tfl train`)."
             )
     config = config_lib.validate(config_lib.from_dict(config_lib.load_yaml(config_path)))
-    data = load_data(config)
-    dataset = {"test": data.test, "validation": data.validation, "train": data.train}.get(split)
-    if dataset is None:
-        raise ValueError(
-            f"Received split={split!r}; this run's data has no such split. Use test, "
-            "validation or train."
-        )
+    if data is not None:
+        splits = load_new_data(config, data, LabelMap.load(run_dir))
+        dataset = splits.train
+        name = os.path.splitext(os.path.basename(os.path.normpath(data)))[0]
+        name = "data_" + "".join(c if c.isalnum() or c in "-_" else "_" for c in name)
+    else:
+        splits = load_data(config)
+        dataset = {"test": splits.test, "validation": splits.validation, "train": splits.train}
+        dataset, name = dataset.get(split), split
+        if dataset is None:
+            raise ValueError(
+                f"Received split={split!r}; this run's data has no such split. Use test, "
+                "validation or train."
+            )
     model = keras.saving.load_model(model_path)
-    metrics = _evaluate(model, dataset, config, data)
+    metrics = _evaluate(model, dataset, config, splits)
     if config.recipe != "multitask":
-        save_metrics(run_dir, metrics, name=f"evaluation_{split}")
+        save_metrics(run_dir, metrics, name=f"evaluation_{name}")
+    else:
+        with open(os.path.join(run_dir, f"evaluation_{name}.json"), "w") as f:
+            json.dump(metrics, f, indent=2, default=float)
     return metrics
 
 
@@ -446,6 +520,7 @@ __all__ = [
     "fit",
     "image_size",
     "load_data",
+    "load_new_data",
     "make_phases",
     "prepare",
     "train",

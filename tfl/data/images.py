@@ -576,7 +576,10 @@ def from_folder(
         augment: None, names from `AUGMENTATIONS`, or keras layers; training split only.
         mixup: MixUp alpha (0 = off); training labels become float32 soft vectors.
         cutmix: CutMix alpha in [0, 1] (0 = off); likewise.
-        class_names: the classes to use, in index order (default: all subfolders, sorted).
+        class_names: the classes to use, in index order (default: all subfolders, sorted):
+            e.g. a run's `labels.json` names. Classes without a folder are allowed (data
+            for some of the classes, as when evaluating on new images) and are listed in
+            `info["class_warnings"]`; folders not in `class_names` are left out (a warning).
         verify: find undecodable files up front (costs one decode of every image).
         max_per_class: at most this many examples of each class per split: an int for every
             split, or e.g. `{"train": 50, "validation": 50, "test": 100}` (a split left out or
@@ -639,7 +642,14 @@ def from_folder(
     else:
         names = [str(c) for c in class_names]
         missing = [c for c in names if c not in found_classes]
-        if missing:
+        unknown = [c for c in found_classes if c not in names]
+        if unknown:
+            warnings.warn(
+                f"The class folders {unknown} under {root} are not in class_names and are left "
+                "out.",
+                stacklevel=2,
+            )
+        if len(missing) == len(names):
             raise ValueError(
                 f"Received class_names with {missing}, which have no folder under {root}; the "
                 f"class folders are {found_classes}."
