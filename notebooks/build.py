@@ -204,6 +204,7 @@ def build(
 
 
 def main(argv: list[str] | None = None) -> int:
+    """`python notebooks/build.py [--check]`; returns the exit status (1: notebooks stale)."""
     parser = argparse.ArgumentParser(
         prog="notebooks/build.py", description="Generate notebooks/*.ipynb from recipes/*.py."
     )
