@@ -144,9 +144,8 @@ def show_data(data) -> None:
 # %%
 def show_model(model, phases) -> None:
     base = model.backbone
-    print(
-        f"\nEach image -> {base.feature_dim:,} features from {base.architecture} ({base.pooling} pooling)"
-    )
+    pooled = f"{base.architecture}, {base.pooling} pooling"
+    print(f"\nEach image -> {base.feature_dim:,} features ({pooled})")
     print(f"Classifier: {type(model.head).__name__} ({model.num_classes} classes)")
     for phase in phases:
         what = "the head only" if phase.trainable is None else f"{phase.trainable!r}"
@@ -181,7 +180,7 @@ def show_change(model, before: dict[int, np.ndarray]) -> bool:
 # ## Train, evaluate, save
 #
 # `runner.fit` runs `tfl.fit_phases`: it freezes the base, compiles, extracts the features
-# once ("Extracted ... feature vectors", or "Loaded ..." on a re-run) and fits the classifier
+# once ("Computed ... feature vectors", or "Loaded ..." on a re-run) and fits the classifier
 # on them, with the standard callbacks (best checkpoint, early stopping, logs). Afterwards the
 # base's weights are compared with the copy taken before training: bit for bit the same.
 # `runner.finish` evaluates the whole model (base + classifier, raw images in) on the test

@@ -144,9 +144,9 @@ def warn_random_weights(config) -> bool:
             "\n" + "!" * 80 + "\n"
             f"!!! {base} has RANDOM weights (model.weights: none): it is NOT pretrained.\n"
             "!!! This run is a plumbing check only (two bases -> fused features -> head);\n"
-            "!!! its accuracy says nothing about feature fusion. (--smoke does this because\n"
-            "!!! the ImageNet weights of the second base are a download; for a real run go\n"
-            '!!! online once, or pass --model.weights "[imagenet, WEIGHTS_FILE]".)\n' + "!" * 80
+            "!!! its accuracy says nothing about feature fusion. (--smoke does this to the\n"
+            "!!! second base, whose ImageNet weights are a download; for a real run go online\n"
+            '!!! once, or pass --model.weights "[imagenet, WEIGHTS_FILE]".)\n' + "!" * 80
         )
     return bool(random)
 
@@ -172,7 +172,7 @@ def show_data(data) -> None:
 # `runner.build_model` loads both bases (`tfl.ImageBackbone`, each with its own
 # preprocessing) and builds a `tfl.FusionClassifier`: one image input feeds both bases, their
 # pooled features meet in the `fusion` layer, the head reads the result. The phases are
-# `tfl.two_phase`; in phase 2 the block groups of BOTH bases open (rows `<base>/<group>`).
+# `tfl.two_phase`; in phase 2 both bases open (BatchNorm stays frozen in each).
 
 
 # %%

@@ -161,15 +161,16 @@ def show_phases(model, phases) -> None:
             f"\nPhase {phase.name!r}: {phase.epochs} epoch(s), trains {what}, learning rate {rate}"
         )
         print(tfl.trainable_summary(apply_trainable(model, phase)))
-    norms = [
-        layer
-        for base in bases_of(model)
-        for layers in tfl.block_groups(base).values()
-        for layer in layers
-        if isinstance(layer, keras.layers.BatchNormalization)
-    ]
-    frozen = sum(not layer.trainable for layer in norms)
-    print(f"BatchNorm layers frozen while fine-tuning: {frozen} of {len(norms)}")
+    if phases[-1].trains_base:  # the model is now in the last phase's state
+        norms = [
+            layer
+            for base in bases_of(model)
+            for layers in tfl.block_groups(base).values()
+            for layer in layers
+            if isinstance(layer, keras.layers.BatchNormalization)
+        ]
+        frozen = sum(not layer.trainable for layer in norms)
+        print(f"BatchNorm layers frozen while fine-tuning: {frozen} of {len(norms)}")
 
 
 def snapshot(model) -> dict[int, np.ndarray]:
@@ -199,7 +200,7 @@ def show_change(model, before: dict[int, np.ndarray]) -> None:
 # `runner.fit` runs `tfl.fit_phases` with the standard callbacks (best checkpoint, early
 # stopping, CSV and TensorBoard logs, and a backup: re-running the same command with the same
 # `--output` resumes a killed run). Phase 1 trains on cached features: the first run extracts
-# them once (the "Extracted ... feature vectors" line), later runs with the same base, weights
+# them once (the "Computed ... feature vectors" line), later runs with the same base, weights
 # and data load them from `tfl.cache.cache_dir()`. `runner.finish` evaluates on the test split
 # and writes `model.keras`, `metrics.json`, `evaluation.json`, the plots and `report.md`.
 

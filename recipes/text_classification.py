@@ -127,8 +127,8 @@ def with_recipe(argv: list[str]) -> list[str]:
 # ## The data
 #
 # `runner.load_data` reads `config.data` through `tfl.data` (here the offline TFDS builder
-# `movie_sentences`: Pang & Lee's 10,662 review sentences) as batches of raw strings and
-# integer labels.
+# `movie_sentences`: about 10,600 of Pang & Lee's movie-review sentences) as batches of raw
+# strings and integer labels.
 
 
 # %%
