@@ -41,7 +41,72 @@ def _parser() -> argparse.ArgumentParser:
         "--split", default="test", choices=("test", "validation", "train"), help="which split"
     )
     evaluate.add_argument("--debug", action="store_true", help="show tracebacks")
+    _study_parser(sub, "cv", config_lib)
+    _study_parser(sub, "compare", config_lib)
+    predict = sub.add_parser(
+        "predict",
+        help="predict image files (or lines of text files) with a finished run",
+        description=(
+            "Predict with a run written by `tfl train`: each FILE is an image (image runs; "
+            "read as in training: same size and resize policy) or a text file whose non-empty "
+            "lines are the inputs (text runs; - reads stdin). Prints `file[:line]  label  "
+            "probability` per input."
+        ),
+    )
+    predict.add_argument("run_dir", help="a run directory written by `tfl train`")
+    predict.add_argument("files", nargs="+", metavar="FILE", help="images, or text files / -")
+    predict.add_argument("--top-k", type=int, default=1, metavar="K", help="classes per input")
+    predict.add_argument("--json", action="store_true", help="one JSON object per line")
+    predict.add_argument(
+        "--checkpoint",
+        choices=("final", "best"),
+        default="final",
+        help="final: model.keras (default); best: best.keras, the best epoch",
+    )
+    predict.add_argument("--debug", action="store_true", help="show tracebacks")
     return parser
+
+
+_STUDIES = {
+    "cv": (
+        "k-fold cross-validation of the configured recipe (mean ± std over folds)",
+        "Cross-validate the configured recipe: the train and validation splits are pooled, "
+        "split into K stratified folds, and each fold trains a new model on freshly loaded "
+        "pretrained weights with the configured phases. The test split is not used. Writes "
+        "cv.json and cv.md into --output (default runs/<name>-cv-<time>).",
+        5,
+    ),
+    "compare": (
+        "does transfer help? scratch vs linear probe vs fine-tune on the same folds",
+        "The negative-transfer check: the configured architecture trained from scratch "
+        "(model.weights: none), as a linear probe on the frozen pretrained base, and "
+        "fine-tuned, on the same K folds of the pooled train and validation splits with the "
+        "same epoch budget; then a verdict. Writes compare.json and compare.md into --output "
+        "(default runs/<name>-compare-<time>).",
+        3,
+    ),
+}
+
+
+def _study_parser(sub, name: str, config_lib) -> None:
+    short, description, folds = _STUDIES[name]
+    parser = sub.add_parser(name, help=short, description=description)
+    config_lib.add_arguments(parser)
+    parser.add_argument(
+        "--folds", type=int, default=folds, metavar="K", help=f"folds (default {folds})"
+    )
+    if name == "compare":
+        parser.add_argument(
+            "--epochs",
+            type=int,
+            default=None,
+            metavar="N",
+            help="epochs of every method (default: the config's head + fine-tuning epochs)",
+        )
+    parser.add_argument(
+        "--verbose", action="store_true", help="show Keras' per-epoch lines of every fold"
+    )
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
 
 
 def train(args: argparse.Namespace) -> int:
@@ -77,12 +142,112 @@ def evaluate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _study_config(args: argparse.Namespace):
+    from tfl import config as config_lib
+    from tfl import studies
+
+    if args.folds < 2:
+        raise ValueError(
+            f"Received --folds {args.folds}; expected an integer >= 2 (e.g. --folds 5): each "
+            "fold is held out once while the others train."
+        )
+    config = config_lib.from_args(args)  # validated before any work
+    studies.check_supported(config, args.command)
+    return config
+
+
+def cv(args: argparse.Namespace) -> int:
+    from tfl import config as config_lib
+    from tfl import studies
+
+    config = _study_config(args)
+    if args.print_config:
+        print(config_lib.to_yaml(config), end="")
+        return EXIT_OK
+    print(f"Cross-validating {config.name} with {args.folds} folds (test split unused)...")
+    result = studies.cross_validate_config(
+        config, folds=args.folds, verbose=2 if args.verbose else 0
+    )
+    for i, (size, metrics) in enumerate(
+        zip(result["fold_sizes"], result["fold_metrics"], strict=True)
+    ):
+        print(
+            f"Fold {i + 1}/{result['folds']}: accuracy {metrics['accuracy']:.4f} ({size} held out)"
+        )
+    accuracy, f1 = result["accuracy"], result["macro_f1"]
+    print(
+        f"Accuracy {accuracy['mean']:.4f} ± {accuracy['std']:.4f}, macro F1 {f1['mean']:.4f} ± "
+        f"{f1['std']:.4f} (mean ± std over {result['folds']} folds, {result['num_examples']} "
+        f"examples, {result['seconds']:.0f} s)"
+    )
+    print(f"Wrote {os.path.join(result['run_dir'], studies.CV_FILE)} and {studies.CV_REPORT}")
+    return EXIT_OK
+
+
+def compare(args: argparse.Namespace) -> int:
+    from tfl import config as config_lib
+    from tfl import studies
+    from tfl.evaluate import format_comparison
+
+    config = _study_config(args)
+    if args.epochs is not None and args.epochs < 1:
+        raise ValueError(f"Received --epochs {args.epochs}; expected an integer >= 1.")
+    if args.print_config:
+        print(config_lib.to_yaml(config), end="")
+        return EXIT_OK
+    print(
+        f"Comparing scratch, linear probe and fine-tune for {config.name} on {args.folds} "
+        "folds (test split unused)..."
+    )
+    result = studies.compare_config(
+        config, folds=args.folds, epochs=args.epochs, verbose=2 if args.verbose else 0
+    )
+    table = format_comparison(result).split("\nRule: ")[0]  # the rule is in compare.md
+    print(table)
+    print(
+        f"{result['verdict'].capitalize()}: {result['method'].replace('_', '-')} vs scratch, "
+        f"{result['mean_difference']:+.4f} ± {result['std_difference']:.4f} {result['metric']} "
+        "over folds."
+    )
+    print(
+        f"Wrote {os.path.join(result['run_dir'], studies.COMPARE_FILE)} and "
+        f"{studies.COMPARE_REPORT}"
+    )
+    return EXIT_OK
+
+
+def predict(args: argparse.Namespace) -> int:
+    from tfl import predict as predict_lib
+
+    if args.top_k < 1:
+        raise ValueError(f"Received --top-k {args.top_k}; expected an integer >= 1.")
+    run = predict_lib.load_run(args.run_dir, checkpoint=args.checkpoint)
+    predictions, problems = predict_lib.predict_files(run, args.files, top_k=args.top_k)
+    for problem in problems:
+        print(f"tfl predict: skipped {problem}", file=sys.stderr)
+    if predictions and predict_lib.SCORES in run.outputs.values() and not args.json:
+        print(
+            "note: this run's head outputs scores (SVM); the numbers shown are a softmax of "
+            "the scores, not calibrated probabilities.",
+            file=sys.stderr,
+        )
+    for prediction in predictions:
+        print(predict_lib.format_prediction(prediction, as_json=args.json))
+    if not predictions:
+        print("tfl predict: failed: no input could be read.", file=sys.stderr)
+        return EXIT_FAILURE
+    return EXIT_OK
+
+
+COMMANDS = {"train": train, "evaluate": evaluate, "cv": cv, "compare": compare, "predict": predict}
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `tfl` console script; returns the exit code."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     args = _parser().parse_args(argv)
     try:
-        return {"train": train, "evaluate": evaluate}[args.command](args)
+        return COMMANDS[args.command](args)
     except (ValueError, FileNotFoundError, ModuleNotFoundError) as error:
         if args.debug:
             raise
