@@ -40,8 +40,6 @@ import os
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import argparse  # noqa: E402
-import sys  # noqa: E402
 import time  # noqa: E402
 
 import keras  # noqa: E402
@@ -76,49 +74,14 @@ SMOKE = [
 
 
 # %%
-def make_config(argv: list[str] | None = None) -> config_lib.RunConfig:
-    """The validated run configuration from command-line flags (`tfl train`'s, plus --smoke)."""
-    parser = argparse.ArgumentParser(
-        prog=f"recipes/{RECIPE}.py",
-        description=f"The {RECIPE} recipe (the same as `tfl train --recipe {RECIPE}`).",
-        allow_abbrev=False,
-    )
-    parser.add_argument("--smoke", action="store_true", help="tiny sizes: checks the plumbing")
-    config_lib.add_arguments(parser)
-    argv = sys.argv[1:] if argv is None else list(argv)
-    try:
-        argv = with_recipe(argv)
-        args = parser.parse_args(argv)
-        if args.smoke:
-            args = parser.parse_args([*SMOKE, *argv])
-        return config_lib.from_args(args)
-    except config_lib.ConfigError as error:
-        parser.error(str(error))  # exits with status 2 and the message, as `tfl train` does
+def make_config(argv: list[str] | None = None):
+    """The validated configuration and the parsed flags: `tfl train`'s flags plus --smoke.
 
-
-def with_recipe(argv: list[str]) -> list[str]:
-    """`argv` set to RECIPE; a --recipe, --set recipe=... or --config file naming another
-    recipe is an error that names the script to use instead."""
-    parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
-    parser.add_argument("--recipe")
-    parser.add_argument("--config")
-    parser.add_argument("--set", action="append", default=[])
-    known, _ = parser.parse_known_args(argv)
-    sets = [s.split("=", 1) for s in known.set if "=" in s]
-    named = [known.recipe] + [v for k, v in sets if k.strip() == "recipe"]
-    if known.config:
-        named.append(config_lib.load_yaml(known.config).get("recipe"))
-    for name in named:
-        if name is not None and name != RECIPE:
-            raise config_lib.ConfigError(
-                "recipe",
-                f"received {name!r}, but this script is the {RECIPE} recipe",
-                f"Run python recipes/{name}.py (or tfl train --recipe {name})."
-                if name in config_lib.RECIPES
-                else f"Drop it; the recipes are {', '.join(config_lib.RECIPES)}.",
-            )
-    explicit = known.recipe is not None or any(k.strip() == "recipe" for k, _ in sets)
-    return argv if explicit else ["--recipe", RECIPE, *argv]
+    `tfl.config.parse_recipe_args` reads them on top of this recipe's defaults (with
+    `--smoke`, SMOKE comes first and your own flags win); a bad value, or a flag naming
+    another recipe, stops here with a message that names the key and the fix.
+    """
+    return config_lib.parse_recipe_args(RECIPE, argv, smoke=SMOKE)
 
 
 # %% [markdown]
@@ -208,9 +171,8 @@ def show_change(model, before: dict[int, np.ndarray]) -> None:
 # %%
 def main(argv: list[str] | None = None) -> dict:
     """Run the recipe; returns `{"run_dir", "metrics", "model", "config"}`."""
-    argv = sys.argv[1:] if argv is None else list(argv)
-    config = make_config(argv)
-    if "--print-config" in argv:  # exact: the parser takes no abbreviations
+    config, args = make_config(argv)
+    if args.print_config:
         print(config_lib.to_yaml(config), end="")
         return {"config": config}
     started = time.time()

@@ -126,6 +126,9 @@ def test_recipe_flags_are_tfl_train_flags(name, capsys, tmp_path):
     smoke = _print_config(capsys, lambda: recipe.main(["--smoke", "--print-config", "--seed", "5"]))
     argv = ["train", "--recipe", name, *recipe.SMOKE, "--seed", "5", "--print-config"]
     assert smoke == _print_config(capsys, lambda: cli.main(argv))
+    # A --set of a key that SMOKE also sets is not "given twice": SMOKE is only a default.
+    smoke_set = recipe.main(["--smoke", "--set", "train.head_epochs=3", "--print-config"])
+    assert smoke_set["config"].train.head_epochs == 3
     # A --config file of this recipe is read as `tfl train --config` reads it.
     path = tmp_path / "run.yaml"
     path.write_text(f"recipe: {name}\ntrain:\n  head_epochs: 7\n")

@@ -1459,25 +1459,8 @@ def _deep_set(tree: dict, key: str, value: Any) -> None:
     node[parts[-1]] = value
 
 
-def from_args(args: argparse.Namespace) -> RunConfig:
-    """The validated configuration from parsed flags (see `add_arguments`).
-
-    Precedence, lowest to highest: the recipe's defaults, the `--config` YAML file, then the
-    flags (per-leaf flags and `--set`; giving one key both ways is an error). The recipe
-    itself is taken from `--recipe`, else the file, else image_classification.
-
-    Raises:
-        ConfigError: a problem in the file, the flags or the resulting configuration.
-
-    Example:
-    >>> import argparse
-    >>> from tfl.config import add_arguments, from_args
-    >>> parser = add_arguments(argparse.ArgumentParser())
-    >>> args = parser.parse_args(["--recipe", "feature_extraction", "--train.head-epochs", "2"])
-    >>> config = from_args(args)
-    >>> config.model.head, config.train.head_epochs
-    ('svm', 2)
-    """
+def _flag_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """`{leaf: value}` of the per-leaf flags and `--set` items that were given."""
     flags = {
         dest[len(_DEST) :]: value for dest, value in vars(args).items() if dest.startswith(_DEST)
     }
@@ -1491,10 +1474,60 @@ def from_args(args: argparse.Namespace) -> RunConfig:
                 "Keep one of them.",
             )
         overrides[key] = parse_value(key, text)
+    return overrides
+
+
+def from_args(
+    args: argparse.Namespace,
+    recipe: str | None = None,
+    smoke: argparse.Namespace | None = None,
+) -> RunConfig:
+    """The validated configuration from parsed flags (see `add_arguments`).
+
+    Precedence, lowest to highest: the recipe's defaults, `smoke`, the `--config` YAML file,
+    then the flags (per-leaf flags and `--set`; giving one key both ways is an error). The
+    recipe itself is taken from `recipe`, else `--recipe`, else the file, else
+    image_classification.
+
+    Args:
+        args: the parsed flags of a parser set up by `add_arguments`.
+        recipe: for a recipe script: the recipe it runs; flags or a file naming another
+            recipe are an error.
+        smoke: parsed flags (e.g. a recipe's `--smoke` settings) applied on top of the
+            defaults, below the file and `args`.
+
+    Raises:
+        ConfigError: a problem in the file, the flags or the resulting configuration.
+
+    Example:
+    >>> import argparse
+    >>> from tfl.config import add_arguments, from_args
+    >>> parser = add_arguments(argparse.ArgumentParser())
+    >>> args = parser.parse_args(["--recipe", "feature_extraction", "--train.head-epochs", "2"])
+    >>> config = from_args(args)
+    >>> config.model.head, config.train.head_epochs
+    ('svm', 2)
+    """
+    overrides = _flag_overrides(args)
     path = getattr(args, "config", None)
     from_file = load_yaml(path) if path else {}
-    recipe = overrides.get("recipe", from_file.get("recipe", "image_classification"))
+    if recipe is not None:  # a recipe script: it runs its own recipe only
+        for where, name in (("flags", overrides.get("recipe")), (path, from_file.get("recipe"))):
+            if name is not None and name != recipe:
+                raise ConfigError(
+                    "recipe",
+                    f"received {name!r} (in the {where}), but this script is the {recipe} recipe",
+                    f"Run python recipes/{name}.py (or tfl train --recipe {name})."
+                    if name in RECIPES
+                    else f"Drop it; the recipes are {', '.join(RECIPES)}.",
+                )
+    recipe = recipe or overrides.get("recipe", from_file.get("recipe", "image_classification"))
     base = defaults(recipe)
+    if smoke is not None:  # a layer between the recipe's defaults and the file / flags
+        tree = to_dict(base)
+        for key, value in _flag_overrides(smoke).items():
+            _deep_set(tree, key, value)
+        base = _from_tree(tree, base)
     try:
         config = from_dict(from_file, base=base)
     except ConfigError as e:
@@ -1503,3 +1536,48 @@ def from_args(args: argparse.Namespace) -> RunConfig:
     for key, value in overrides.items():
         _deep_set(tree, key, value)
     return validate(_from_tree(tree, base))
+
+
+def parse_recipe_args(
+    recipe: str, argv: Sequence[str] | None = None, smoke: Sequence[str] = ()
+) -> tuple[RunConfig, argparse.Namespace]:
+    """A recipe script's command line: `tfl train`'s flags plus `--smoke`, for one recipe.
+
+    `recipes/<recipe>.py --flags` and `tfl train --recipe <recipe> --flags` give the same
+    configuration. `--smoke` adds the `smoke` flags (tiny sizes) below the user's own, so an
+    explicit flag or `--set` still wins. A flag or `--config` file naming another recipe, or
+    any bad value, exits with status 2 and the message (as `tfl train` does).
+
+    Args:
+        recipe: the recipe the script runs (one of `RECIPES`).
+        argv: the arguments (default: `sys.argv[1:]`).
+        smoke: the flags that `--smoke` adds, e.g. `["--epochs-head", "1"]`.
+
+    Returns:
+        The validated configuration and the parsed arguments (`args.print_config`,
+        `args.smoke`).
+
+    Example:
+    >>> from tfl.config import parse_recipe_args
+    >>> config, args = parse_recipe_args(
+    ...     "feature_extraction", ["--seed", "3", "--smoke"], smoke=["--epochs-head", "1"]
+    ... )
+    >>> config.recipe, config.seed, config.train.head_epochs, args.smoke
+    ('feature_extraction', 3, 1, True)
+    """
+    import sys
+
+    parser = argparse.ArgumentParser(
+        prog=f"recipes/{recipe}.py",
+        description=f"The {recipe} recipe (the same as `tfl train --recipe {recipe}`).",
+        allow_abbrev=False,
+    )
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes: checks the plumbing")
+    add_arguments(parser)
+    args = parser.parse_args(sys.argv[1:] if argv is None else list(argv))
+    try:
+        recipe = _choice("recipe", recipe, RECIPES)
+        smoke_args = parser.parse_args(list(smoke)) if args.smoke else None
+        return from_args(args, recipe=recipe, smoke=smoke_args), args
+    except ConfigError as error:
+        parser.error(str(error))  # exits with status 2
