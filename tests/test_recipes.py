@@ -284,6 +284,8 @@ def test_multitask_smoke_reports_each_head(tmp_path, capsys):
         assert evaluation[name]["accuracy"] == pytest.approx(metrics[name]["accuracy"])
         assert np.shape(evaluation[name]["confusion_matrix"]) == (classes, classes)
         assert f"Test accuracy ({name}): {metrics[name]['accuracy']:.4f}" in out
+        with open(os.path.join(result["run_dir"], "report.md")) as f:
+            assert f"Head `{name}`: test accuracy {metrics[name]['accuracy']:.4f}" in f.read()
     mean = (metrics["digit"]["accuracy"] + metrics["parity"]["accuracy"]) / 2
     assert metrics["accuracy"] == pytest.approx(mean)
     with open(os.path.join(result["run_dir"], "metrics.json")) as f:

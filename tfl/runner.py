@@ -370,6 +370,13 @@ def finish(
     with open(os.path.join(run_dir, "metrics.json"), "w") as f:
         json.dump(summary, f, indent=2, default=float)
     notes = tuple(notes)
+    if metrics and config.recipe == "multitask":  # one line per head; details in evaluation.json
+        notes += tuple(
+            f"Head `{name}`: test accuracy {m['accuracy']:.4f}, macro F1 "
+            f"{m['macro_avg']['f1']:.4f} (per class: evaluation.json)."
+            for name, m in metrics.items()
+            if isinstance(m, dict)
+        )
     if seconds is not None:
         notes += (f"Total time: {seconds:.0f} s.",)
     write_report(
