@@ -25,8 +25,10 @@ MODULES = [
     "tfl.lr_finder",
     "tfl.models",
     "tfl.optimizers",
+    "tfl.predict",
     "tfl.regularizers",
     "tfl.schedules",
+    "tfl.studies",
     "tfl.torchvision_mobilenet",
 ]
 

@@ -33,6 +33,40 @@ def test_image_backbone_takes_raw_pixels_and_pools():
     )
 
 
+def test_image_backbone_inference_mode_off_trains_batchnorm_for_scratch_runs(tmp_path):
+    """A pretrained base never updates BatchNorm; one built for scratch training does."""
+    x = images(16)
+    y = np.arange(16) % 2
+
+    def moving_means(model):
+        return [
+            layer.moving_mean.numpy().copy()
+            for layer in model.backbone.base.layers
+            if isinstance(layer, keras.layers.BatchNormalization)
+        ]
+
+    moved = {}
+    for mode in (True, False):
+        base = tfl.ImageBackbone(
+            "mobilenet_v3_small", (32, 32, 3), weights=None, inference_mode=mode
+        )
+        model = tfl.ImageClassifier(base, num_classes=2)
+        tfl.unfreeze(model, top_n="all", train_batchnorm=True)
+        model.compile()
+        before = moving_means(model)
+        model.fit(x, y, batch_size=8, epochs=1, verbose=0)
+        after = moving_means(model)
+        moved[mode] = sum(not np.array_equal(a, b) for a, b in zip(before, after, strict=True))
+    assert moved[True] == 0 and moved[False] == len(before)
+    assert base.get_config()["inference_mode"] is False
+    path = str(tmp_path / "scratch.keras")
+    model.save(path)
+    assert keras.saving.load_model(path).backbone.inference_mode is False
+    config = base.get_config()
+    del config["inference_mode"]  # a model saved before the option: a pretrained base
+    assert tfl.ImageBackbone.from_config(config).inference_mode is True
+
+
 def test_image_backbone_errors():
     with pytest.raises(ValueError, match="pooling='mean'"):
         tfl.ImageBackbone("resnet50", input_shape=IMAGE_SHAPE, pooling="mean")

@@ -61,6 +61,12 @@ class ImageBackbone(keras.Model):
             of a local weights file. Not stored in the config: `from_config` builds with
             `weights=None` and a reloaded model gets its weights from the saved file.
         pooling: `"avg"` (default), `"max"` or `None` (return the last feature map).
+        inference_mode: True (default): the base always runs in inference mode, as a
+            pretrained base should (BatchNorm keeps its statistics). False: it follows
+            `fit`'s `training` flag, so BatchNorm normalises with batch statistics and
+            updates its moving ones: what training a randomly initialised base from scratch
+            needs (e.g. the scratch arm of `tfl.evaluate.compare_transfer`); leave its
+            BatchNorm layers trainable (`tfl.unfreeze(..., train_batchnorm=True)`).
 
     Example:
     >>> base = ImageBackbone("mobilenet_v3_small", input_shape=(32, 32, 3), weights=None)
@@ -74,6 +80,7 @@ class ImageBackbone(keras.Model):
         input_shape: tuple[int, int, int] | None = None,
         weights: str | None = "imagenet",
         pooling: str | None = "avg",
+        inference_mode: bool = True,
         **kwargs,
     ):
         family, variant = families.get_spec(architecture)
@@ -101,13 +108,15 @@ class ImageBackbone(keras.Model):
         self.architecture = architecture
         self.image_shape = input_shape
         self.pooling = pooling
+        self.inference_mode = bool(inference_mode)
         self.family = family
         self.base = base
         self.feature_dim = variant.feature_dim
 
     def call(self, inputs, training=None, mask=None):
-        # Always inference mode: see the module docstring.
-        return super().call(inputs, training=False, mask=mask)
+        # Inference mode unless built for training from scratch: see the module docstring.
+        training = False if self.inference_mode else training
+        return super().call(inputs, training=training, mask=mask)
 
     def block_groups(self) -> dict[str, list[keras.layers.Layer]]:
         """The base's layers by block group (stem, stage1..n, top), bottom to top."""
@@ -120,6 +129,7 @@ class ImageBackbone(keras.Model):
             "architecture": self.architecture,
             "input_shape": self.image_shape,
             "pooling": self.pooling,
+            "inference_mode": self.inference_mode,
         }
 
     @classmethod

@@ -656,6 +656,7 @@ def _check_batchnorm(model, bases, x):
     norms = [
         layer
         for base in bases
+        if getattr(base, "inference_mode", True)  # a base built to train from scratch
         for layer in base._flatten_layers(include_self=False, recursive=True)
         if isinstance(layer, keras.layers.BatchNormalization) and layer.trainable
     ]

@@ -1262,7 +1262,9 @@ def compare_transfer(
     Args:
         build_pretrained: returns a fresh task on freshly loaded pretrained weights.
         build_scratch: returns the same architecture with random weights (e.g.
-            `weights=None`).
+            `tfl.ImageBackbone(..., weights=None, inference_mode=False)`: a fresh network's
+            BatchNorm must run in training mode, or it normalises with its initial
+            statistics and the scratch arm is handicapped).
         x, y: the data, as for `cross_validate`.
         folds: the number of folds (>= 2).
         epochs: the epoch budget of every method.
@@ -1288,7 +1290,15 @@ def compare_transfer(
     plans = {
         "scratch": (
             build_scratch,
-            [Phase(epochs, trainable="all", learning_rate=scratch_learning_rate, name="scratch")],
+            [
+                Phase(
+                    epochs,
+                    trainable="all",
+                    learning_rate=scratch_learning_rate,
+                    train_batchnorm=True,  # a fresh network trains its BatchNorm too
+                    name="scratch",
+                )
+            ],
         ),
         "probe": (build_pretrained, feature_extraction(epochs)),
         "fine_tune": (build_pretrained, two_phase(head_epochs, epochs - head_epochs)),

@@ -138,7 +138,7 @@ def build_model(config, data) -> keras.Model:
     num_classes = len(data.labels)
     if is_text(config):
         preset = _bases(config)[0]
-        backbone = tfl.text.load_bert_backbone(preset)
+        backbone = tfl.text.load_bert_backbone(preset, load_weights=config.model.weights != "none")
         length = config.data.sequence_length
         preprocessor = tfl.data.text_preprocessor(data, preset, sequence_length=length)
         return tfl.TextClassifier(
@@ -152,7 +152,14 @@ def build_model(config, data) -> keras.Model:
     weights = config.model.weights
     weights = weights if isinstance(weights, tuple | list) else (weights,) * len(_bases(config))
     backbones = [
-        tfl.ImageBackbone(name, (size, size, 3), weights=_weights(w), pooling=config.model.pooling)
+        tfl.ImageBackbone(
+            name,
+            (size, size, 3),
+            weights=_weights(w),
+            pooling=config.model.pooling,
+            # A randomly initialised base needs BatchNorm's batch statistics to train.
+            inference_mode=w != "none",
+        )
         for name, w in zip(_bases(config), weights, strict=True)
     ]
     if config.recipe == "feature_fusion":
