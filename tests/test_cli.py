@@ -83,6 +83,9 @@ def test_tfl_train_end_to_end_writes_a_reloadable_run(tmp_path, capsys):
             png = tf.io.encode_png(images[i].reshape(28, 28, 1).astype("uint8")).numpy()
             with open(os.path.join(folder, str(digit), f"{i}.png"), "wb") as f:
                 f.write(png)
+    capsys.readouterr()
+    assert cli.main(["evaluate", run_dir, "--data", folder]) == cli.EXIT_OK
+    assert "evaluation_data_new_digits.json" in capsys.readouterr().out
     new = evaluate_run(run_dir, data=folder)
     assert new["num_examples"] == 6
     rows = np.asarray(new["confusion_matrix"]).sum(axis=1)

@@ -7,7 +7,8 @@ rate), then prints the test accuracy and where the run directory is.
 
 The other commands:
 
-- `tfl evaluate RUN_DIR`: evaluate a finished run again.
+- `tfl evaluate RUN_DIR [--split S | --data PATH]`: evaluate a finished run again, or on new
+  labelled data.
 - `tfl cv [config flags] [--folds K]`: k-fold cross-validation of the configured recipe on its
   pooled train + validation data (mean ± std over folds; `tfl.studies`).
 - `tfl compare [config flags] [--folds K] [--epochs N]`: does transfer help? Scratch vs linear
@@ -52,6 +53,13 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("run_dir", help="a run directory written by `tfl train`")
     evaluate.add_argument(
         "--split", default="test", choices=("test", "validation", "train"), help="which split"
+    )
+    evaluate.add_argument(
+        "--data",
+        metavar="PATH",
+        default=None,
+        help="new labelled data instead of a split: a folder of class subfolders (image runs) "
+        "or a CSV/JSONL file with the run's columns (text runs)",
     )
     evaluate.add_argument("--debug", action="store_true", help="show tracebacks")
     _study_parser(sub, "cv", config_lib)
@@ -151,9 +159,9 @@ def train(args: argparse.Namespace) -> int:
 def evaluate(args: argparse.Namespace) -> int:
     from tfl import runner
 
-    metrics = runner.evaluate_run(args.run_dir, split=args.split)
+    metrics = runner.evaluate_run(args.run_dir, split=args.split, data=args.data)
     print(json.dumps({k: v for k, v in metrics.items() if not isinstance(v, list | dict)}))
-    print(f"Wrote {os.path.join(args.run_dir, f'evaluation_{args.split}.json')}")
+    print(f"Wrote {os.path.join(args.run_dir, metrics['file'])}")
     return EXIT_OK
 
 

@@ -488,8 +488,8 @@ def evaluate_run(run_dir: str, split: str = "test", data: str | None = None) -> 
         data: evaluate on new labelled data instead (see `load_new_data`): a folder of class
             subfolders for image runs, a CSV/JSONL file for text runs.
 
-    Writes `evaluation_<split>.json` (or `evaluation_<data name>.json`) and its confusion
-    matrix PNG into `run_dir`; returns the metrics.
+    Writes `evaluation_<split>.json` (or `evaluation_data_<name>.json`) and its confusion
+    matrix PNG into `run_dir`; returns the metrics, with the file's name under `"file"`.
     """
     from tfl.data import LabelMap
     from tfl.evaluate import save_metrics
@@ -524,7 +524,7 @@ def evaluate_run(run_dir: str, split: str = "test", data: str | None = None) -> 
     else:
         with open(os.path.join(run_dir, f"evaluation_{name}.json"), "w") as f:
             json.dump(metrics, f, indent=2, default=float)
-    return metrics
+    return {**metrics, "file": f"evaluation_{name}.json"}
 
 
 __all__ = [
