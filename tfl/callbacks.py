@@ -243,13 +243,15 @@ class ModelCheckpoint(keras.callbacks.ModelCheckpoint):
             return super()._save_model(epoch, batch, logs)
         if tf.io.gfile.exists(partial):  # left by a killed run: never promote it
             tf.io.gfile.remove(partial)
-        self._partial = True
+        self._partial, verbose, self.verbose = True, self.verbose, 0
         try:
             super()._save_model(epoch, batch, logs)
         finally:
-            self._partial = False
+            self._partial, self.verbose = False, verbose
         if tf.io.gfile.exists(partial):
             tf.io.gfile.rename(partial, final, overwrite=True)
+            if self.verbose > 0:
+                print(f"\nEpoch {epoch + 1}: finished saving model to {final}")
 
 
 def _partial_path(path: str) -> str:
