@@ -289,7 +289,7 @@ def _lr_find(config, model, data, phase, run_dir: str):
     """
     import tfl
     from tfl.cache import FeatureCache, is_randomly_augmented, split_at_bases
-    from tfl.schedules import _compile, apply_trainable, make_optimizer
+    from tfl.schedules import _compile, apply_trainable, compile_like, make_optimizer
 
     apply_trainable(model, phase)
     _compile(model, make_optimizer(phase, model), phase, "auto", "auto", {})
@@ -299,13 +299,7 @@ def _lr_find(config, model, data, phase, run_dir: str):
         feature_model, head_model = split_at_bases(model)
         store = FeatureCache(None if cache == "memory" else "auto")
         features = store.features(model, data.train, feature_model=feature_model)
-        compiled = model._compile_config.config
-        head_model.compile(
-            optimizer=model.optimizer,
-            loss=compiled["loss"],
-            loss_weights=compiled["loss_weights"],
-            metrics=compiled["metrics"],
-        )
+        compile_like(head_model, model)
         target = head_model
         train = features.dataset(features.batch_size, shuffle=True, seed=config.seed)
     return tfl.lr_find(target, train, plot_path=os.path.join(run_dir, "lr_find.png"))

@@ -656,6 +656,24 @@ class _OnFullModel(keras.callbacks.Callback):
     on_train_batch_end = on_epoch_end = _forward_stop
 
 
+def compile_like(head_model: keras.Model, model: keras.Model) -> None:
+    """Compile `head_model` (from `tfl.cache.split_at_bases(model)`) as `model` is compiled.
+
+    It shares `model`'s optimizer, loss and metrics, so training it on cached features
+    trains the task's own head and optimizer state.
+    """
+    config = model._compile_config.config
+    head_model.compile(
+        optimizer=model.optimizer,
+        loss=config["loss"],
+        loss_weights=config["loss_weights"],
+        metrics=config["metrics"],
+        weighted_metrics=config["weighted_metrics"],
+        jit_compile=config["jit_compile"],
+        steps_per_execution=config["steps_per_execution"],
+    )
+
+
 def _fit_on_features(
     model,
     cached_run,
@@ -704,16 +722,7 @@ def _fit_on_features(
             feature_model=feature_model,
             verbose=talk,
         )
-    config = model._compile_config.config
-    head_model.compile(
-        optimizer=model.optimizer,
-        loss=config["loss"],
-        loss_weights=config["loss_weights"],
-        metrics=config["metrics"],
-        weighted_metrics=config["weighted_metrics"],
-        jit_compile=config["jit_compile"],
-        steps_per_execution=config["steps_per_execution"],
-    )
+    compile_like(head_model, model)
     head_model._initial_epoch = None
     if isinstance(x, tf.data.Dataset):
         # Same batches as the source data; shuffled each epoch unless shuffle=False was asked.

@@ -162,7 +162,7 @@ def pooled_data(data) -> tuple[Any, np.ndarray]:
 
 
 def build_model(config: config_lib.RunConfig, data) -> keras.Model:
-    """`tfl.runner.build_model`, also honouring `model.weights: none` for text bases.
+    """`tfl.runner.build_model`: a new model on freshly loaded weights at every call.
 
     Every call builds a new model and loads the pretrained weights afresh (nothing is shared
     between two calls), as cross-validation needs. Image bases take `model.weights` as
@@ -180,23 +180,7 @@ def build_model(config: config_lib.RunConfig, data) -> keras.Model:
     >>> first.output.shape, {id(v) for v in first.weights} & {id(v) for v in second.weights}
     ((None, 2), set())
     """
-    if not (runner.is_text(config) and config.model.weights == "none"):
-        return runner.build_model(config, data)
-    import tfl
-
-    preset = runner._bases(config)[0]
-    head = "classification" if config.model.head == "logistic" else config.model.head
-    backbone = tfl.text.load_bert_backbone(preset, load_weights=False)
-    preprocessor = tfl.data.text_preprocessor(
-        data, preset, sequence_length=config.data.sequence_length
-    )
-    return tfl.TextClassifier(
-        backbone,
-        len(data.labels),
-        head=head,
-        preprocessor=preprocessor,
-        pooling=config.model.pooling,
-    )
+    return runner.build_model(config, data)
 
 
 def _announced(
