@@ -821,6 +821,7 @@ def export_model(
         report["seconds"]["keras"] = round(time.perf_counter() - t, 2)
     saved_model = os.path.join(out_dir, "saved_model")
     work = tempfile.mkdtemp(prefix="tfl-export-")
+    show = None
     try:
         if "saved_model" in formats or "tflite" in formats:
             if "saved_model" not in formats:
@@ -838,6 +839,7 @@ def export_model(
             )
             if "saved_model" in formats:
                 record("saved_model", saved_model, time.perf_counter() - t)
+                show = _show_signatures(saved_model)
         prepared = None
         if check:
             prepared = _prepared_inputs(model, spec, examples, batch_size)
@@ -860,8 +862,6 @@ def export_model(
                 export_tflite(saved_model, path, q, calibration if q == "int8" else None)
                 tflite[q] = path
                 record(f"tflite_{q}", path, time.perf_counter() - t)
-        if "saved_model" in formats:
-            report["signatures"] = _show_signatures(saved_model, out_dir)
         if check:
             try:
                 _check(
@@ -883,6 +883,8 @@ def export_model(
                 )
             except ExportError as error:  # keep what was measured; report, then raise
                 report["probe_failures"] = [*report.get("probe_failures", []), str(error)]
+        if show is not None:
+            report["signatures"] = _save_signatures(show, out_dir)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     report["seconds"]["total"] = round(time.perf_counter() - started, 1)
@@ -899,9 +901,9 @@ def export_model(
     return report
 
 
-def _show_signatures(saved_model: str, out_dir: str) -> str:
-    """`saved_model_cli show --all` of the SavedModel, saved as `signatures.txt`."""
-    done = subprocess.run(
+def _show_signatures(saved_model: str) -> subprocess.Popen:
+    """Starts `saved_model_cli show --all` on the SavedModel (runs beside the check)."""
+    return subprocess.Popen(
         [
             sys.executable,
             "-m",
@@ -911,12 +913,20 @@ def _show_signatures(saved_model: str, out_dir: str) -> str:
             saved_model,
             "--all",
         ],
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=300,
         env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"),
     )
-    text = done.stdout if done.returncode == 0 else f"saved_model_cli failed: {done.stderr}"
+
+
+def _save_signatures(process: subprocess.Popen, out_dir: str) -> str:
+    try:
+        stdout, stderr = process.communicate(timeout=300)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        stdout, stderr = "", "timed out after 300 s"
+    text = stdout if process.returncode == 0 else f"saved_model_cli failed: {stderr}"
     with open(os.path.join(out_dir, "signatures.txt"), "w") as f:
         f.write(text)
     return "signatures.txt"
@@ -1077,8 +1087,9 @@ def _write_report(out_dir: str, report: dict) -> None:
     lines += ["", "## Serving", ""]
     raw = ", ".join(report["inputs"]["serving_default"])
     lines += [
-        f"`serving_default` takes `{raw}` (strings: encoded image files or raw text, any batch "
-        "size); `serving_preprocessed` takes "
+        f"`serving_default` takes `{raw}` ("
+        + ("encoded image files" if raw == "images" else "raw text")
+        + " as strings, any batch size); `serving_preprocessed` takes "
         f"`{', '.join(report['inputs']['serving_preprocessed'])}`. Signatures: "
         "`signatures.txt` (`saved_model_cli show --all`).",
         "",
