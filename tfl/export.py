@@ -1174,6 +1174,10 @@ def export_run(
 
     if isinstance(examples, bool) or not isinstance(examples, int) or examples < 1:
         raise ValueError(f"Received examples={examples!r}; expected an integer >= 1.")
+    if not 0 <= max_accuracy_drop < 1:
+        raise ValueError(f"Received max_accuracy_drop={max_accuracy_drop!r}; expected [0, 1).")
+    _check_choice("formats", formats, FORMATS)
+    _check_choice("quantizations", quantizations, QUANTIZATIONS)
     run = predict.load_run(run_dir, checkpoint)
     config = run.config
     labels = run.tasks[None] if None in run.tasks else dict(run.tasks)
