@@ -19,6 +19,7 @@ MODULES = [
     "tfl.data.tfds_data",
     "tfl.datasets",
     "tfl.evaluate",
+    "tfl.export",
     "tfl.families",
     "tfl.freezing",
     "tfl.heads",

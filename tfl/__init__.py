@@ -11,7 +11,7 @@ import os
 # tfl is built on the TensorFlow backend (tf.data, tf.distribute, SavedModel/TFLite export).
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
-from tfl import cache, callbacks, data, optimizers, regularizers, text  # noqa: E402
+from tfl import cache, callbacks, data, export, optimizers, regularizers, text  # noqa: E402
 from tfl.backbones import ImageBackbone  # noqa: E402
 from tfl.cache import FeatureCache  # noqa: E402
 from tfl.callbacks import TransferWarning, lint, standard_callbacks  # noqa: E402
@@ -97,6 +97,7 @@ __all__ = [
     "cache",
     "callbacks",
     "data",
+    "export",
     "exclude_bias_and_norm",
     "feature_extraction",
     "fine_tune",
