@@ -264,6 +264,33 @@ def save_keras(model: keras.Model, path: str) -> str:
     return path
 
 
+def _export_archive():
+    """A `keras.export.ExportArchive` that stores each weight once.
+
+    Keras 3.15 saves every variable twice on the TensorFlow backend (keras-team/keras#23553):
+    under `variables/` (the `keras.Variable`s that `track()` lists) and `_all_variables/` (the
+    `tf.Variable`s the endpoints capture): two objects for one buffer, so the SavedModel is
+    twice the size and a server holds the weights twice. Listing the `tf.Variable`s in
+    `track()` lets TensorFlow's object-identity de-duplication write each once (the fix
+    proposed in keras-team/keras#23563). Falls back to Keras' class if its layout changed.
+    """
+    try:
+        from keras.src.backend.tensorflow.export import TFExportArchive
+    except ImportError:  # pragma: no cover - another Keras layout: the (larger) default
+        return keras.export.ExportArchive()
+
+    class ExportArchive(TFExportArchive):
+        def _backend_track_layer(self, layer):
+            def unwrap(variables):
+                return [getattr(v, "_value", v) for v in variables]
+
+            self._tf_trackable.variables += unwrap(layer.variables)
+            self._tf_trackable.trainable_variables += unwrap(layer.trainable_variables)
+            self._tf_trackable.non_trainable_variables += unwrap(layer.non_trainable_variables)
+
+    return ExportArchive()
+
+
 def export_saved_model(
     model: keras.Model,
     path: str,
@@ -311,7 +338,7 @@ def export_saved_model(
         raise ValueError(f"Received top_k={top_k!r}; expected an integer >= 1.")
     outputs = _describe_outputs(model, labels)
     spec = _describe_inputs(model, text_pairs)
-    archive = keras.export.ExportArchive()
+    archive = _export_archive()
     archive.track(model)
 
     def call(x):
@@ -511,6 +538,11 @@ def _prepared_inputs(model, spec: _Inputs, examples: Any, batch_size: int) -> di
     return {k: np.concatenate(v) for k, v in parts.items()}
 
 
+def _strings(values) -> list[str]:
+    """Text examples as str (tf.data gives bytes: `str(b"x")` would be "b'x'")."""
+    return [v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in values]
+
+
 def _raw_call(spec: _Inputs, examples: Any, prepared: dict, work: str, resize: str):
     """The `serving_default` call of the worker, and the model inputs it should amount to."""
     from tfl.data.images import decode_image, resize_image
@@ -519,11 +551,11 @@ def _raw_call(spec: _Inputs, examples: Any, prepared: dict, work: str, resize: s
         if spec.pairs:
             first, second = examples
             inputs = {
-                "text_a": {"kind": "strings", "values": [str(t) for t in first]},
-                "text_b": {"kind": "strings", "values": [str(t) for t in second]},
+                "text_a": {"kind": "strings", "values": _strings(first)},
+                "text_b": {"kind": "strings", "values": _strings(second)},
             }
         else:
-            inputs = {"texts": {"kind": "strings", "values": [str(t) for t in examples]}}
+            inputs = {"texts": {"kind": "strings", "values": _strings(examples)}}
         return {"signature": "serving_default", "inputs": inputs}, prepared
     # Images travel as PNG files (lossless): what a client sends. The reference is the Keras
     # model on the same bytes decoded and resized by tfl.data, as `tfl predict` does.
