@@ -57,6 +57,8 @@ FEATURE_EXTRACTION_HEADS = ("svm", "logistic")
 IMAGE_POOLINGS = ("avg", "max")
 WEIGHTS = ("imagenet", "pretrained", "none")
 CACHE_MODES = ("auto", "memory", True, False)
+STRATEGIES = ("auto", "default", "mirrored", "multi_worker", "tpu")  # tfl.distribute
+PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
 OPTIMIZERS = (
     "adam",
     "adamw",
@@ -249,6 +251,28 @@ class EvaluateConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class RuntimeConfig:
+    """The `runtime:` section: where and how training runs (see `tfl.distribute`).
+
+    `data.batch_size` is per replica: under a strategy with R replicas `fit` sees batches of
+    `R x data.batch_size`.
+
+    Example:
+    >>> from tfl.config import RuntimeConfig
+    >>> RuntimeConfig().strategy, RuntimeConfig().precision
+    ('auto', 'auto')
+    """
+
+    strategy: str = _leaf("auto", "auto | default | mirrored | multi_worker (TF_CONFIG) | tpu")
+    precision: str = _leaf(
+        "auto",
+        "auto (mixed_float16 on GPUs >= 7.0, bfloat16 on TPU, else float32) | float32 | "
+        "mixed_float16 | mixed_bfloat16",
+    )
+    jit_compile: str | bool = _leaf("auto", "XLA: auto (off on CPU, on with GPUs) | true | false")
+
+
+@dataclasses.dataclass(frozen=True)
 class RunConfig:
     """One `tfl train` run: the recipe, run name and directory, seed and the four sections.
 
@@ -272,6 +296,7 @@ class RunConfig:
     model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
     evaluate: EvaluateConfig = dataclasses.field(default_factory=EvaluateConfig)
+    runtime: RuntimeConfig = dataclasses.field(default_factory=RuntimeConfig)
 
 
 SECTIONS: dict[str, type] = {
@@ -279,6 +304,7 @@ SECTIONS: dict[str, type] = {
     "model": ModelConfig,
     "train": TrainConfig,
     "evaluate": EvaluateConfig,
+    "runtime": RuntimeConfig,
 }
 _TOP_LEAVES = ("recipe", "name", "output", "seed")
 
@@ -1301,8 +1327,20 @@ def validate(config: RunConfig) -> RunConfig:
         model=model,
         train=train,
         evaluate=EvaluateConfig(top_k=top_k),
+        runtime=_validate_runtime(config.runtime),
     )
     return dataclasses.replace(checked, name=name or default_name(checked))
+
+
+def _validate_runtime(runtime: RuntimeConfig) -> RuntimeConfig:
+    strategy = _choice("runtime.strategy", runtime.strategy, STRATEGIES)
+    precision = _choice("runtime.precision", runtime.precision, PRECISIONS)
+    jit = runtime.jit_compile
+    if isinstance(jit, str) and jit.lower() in ("true", "false"):
+        jit = jit.lower() == "true"
+    if not isinstance(jit, bool):
+        jit = _choice("runtime.jit_compile", jit, ("auto",), "Use auto, true or false.")
+    return RuntimeConfig(strategy=strategy, precision=precision, jit_compile=jit)
 
 
 # === Command-line flags ===

@@ -77,7 +77,7 @@ def _load_splits(config, run_dir: str | None = None):
 
     data = config.data
     common = dict(
-        batch_size=data.batch_size,
+        batch_size=data.batch_size * strategy(config).num_replicas_in_sync,
         seed=config.seed,
         run_dir=run_dir,
         max_per_class=data.max_per_class,
@@ -130,7 +130,13 @@ def _num_classes(config, data, column: str) -> int:
 
 
 def build_model(config, data) -> keras.Model:
-    """The recipe's task model on freshly loaded pretrained base(s)."""
+    """The recipe's task model on freshly loaded pretrained base(s), built in the scope of
+    `strategy(config)`."""
+    with strategy(config).scope():
+        return _build_model(config, data)
+
+
+def _build_model(config, data) -> keras.Model:
     import tfl
     from tfl.heads import get_head
 
@@ -252,13 +258,52 @@ def _changed_keys(old: dict, new: dict, prefix: str = "") -> list[str]:
     return changed
 
 
+_STRATEGIES: dict[str, tf.distribute.Strategy] = {}
+
+
+def strategy(config) -> tf.distribute.Strategy:
+    """The `tf.distribute` strategy of `config.runtime.strategy` (one per process and name)."""
+    from tfl.distribute import get_strategy
+
+    name = config.runtime.strategy
+    if name not in _STRATEGIES:
+        _STRATEGIES[name] = get_strategy(name)
+    return _STRATEGIES[name]
+
+
+def _runtime_line(config) -> str:
+    from tfl.distribute import describe
+
+    info = describe(strategy(config))
+    per_replica = config.data.batch_size
+    return (
+        f"Runtime: {info['strategy']} ({info['replicas']} replica(s), {info['device']}), "
+        f"batch {per_replica} per replica = {per_replica * info['replicas']} global, "
+        f"{keras.mixed_precision.global_policy().name}, XLA {config.runtime.jit_compile}"
+    )
+
+
 def prepare(config) -> tuple[config_lib.RunConfig, str]:
     """Validate `config`, create its run directory with `config.yaml`, seed everything.
 
+    Also sets up `config.runtime`: the distribution strategy (`strategy(config)`) and Keras'
+    dtype policy (`tfl.distribute.set_precision`), before any model is built. On a
+    multi-worker cluster only the chief writes the run directory; the other workers write to
+    a temporary directory, as TensorFlow requires.
+
     Returns the normalised configuration and the run directory.
     """
+    from tfl.distribute import is_chief, set_precision
+
     config = config_lib.validate(config)
+    distribution = strategy(config)
+    set_precision(config.runtime.precision, distribution)
+    print(_runtime_line(config))
     run_dir = config_lib.run_dir(config)
+    if not is_chief(distribution):
+        import tempfile
+
+        run_dir = tempfile.mkdtemp(prefix="tfl-worker-")
     path = os.path.join(run_dir, "config.yaml")
     if os.path.exists(path):  # re-running a run: resume it, but only with the same settings
         previous = config_lib.to_dict(
@@ -313,6 +358,11 @@ def fit(config, model, data, phases, run_dir: str, verbose="auto", notes: list |
     `tfl.standard_callbacks(run_dir)` (best checkpoint, early stopping, CSV and TensorBoard
     logs, BackupAndRestore: re-running with the same `output` resumes a killed run).
     """
+    with strategy(config).scope():
+        return _fit(config, model, data, phases, run_dir, verbose, notes)
+
+
+def _fit(config, model, data, phases, run_dir, verbose, notes):
     import tfl
 
     notes = [] if notes is None else notes
@@ -337,6 +387,7 @@ def fit(config, model, data, phases, run_dir: str, verbose="auto", notes: list |
         cache=config.train.cache,
         l2sp=config.train.l2sp,
         verbose=verbose,
+        compile_kwargs={"jit_compile": config.runtime.jit_compile},
     )
 
 
