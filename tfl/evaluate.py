@@ -300,6 +300,15 @@ def _predict_probabilities(model, predict: Callable[[], Any]) -> tuple[np.ndarra
     return (_softmax(outputs) if scores else outputs), scores
 
 
+def _predict_batch(model, x):
+    """`predict_on_batch`, also right for a model built under a multi-replica strategy (whose
+    `predict_on_batch` hands every replica the whole batch: R copies of the outputs)."""
+    strategy = getattr(model, "distribute_strategy", None)
+    if strategy is not None and strategy.num_replicas_in_sync > 1:
+        return model.predict(tf.data.Dataset.from_tensors((x,)), verbose=0)
+    return model.predict_on_batch(x)
+
+
 def evaluate_model(model: keras.Model, dataset, labels=None, top_k: Sequence[int] = (5,)) -> dict:
     """Predict on a dataset of `(x, y)` batches and compute `classification_metrics`.
 
@@ -352,7 +361,7 @@ def evaluate_model(model: keras.Model, dataset, labels=None, top_k: Sequence[int
                 "batches; evaluate_model needs the labels."
             )
         x, y = batch[0], batch[1]
-        outputs.append(model.predict_on_batch(x))
+        outputs.append(_predict_batch(model, x))
         targets.append(keras.ops.convert_to_numpy(y))
     if not outputs:
         raise ValueError("Received an empty dataset; expected at least one (x, y) batch.")
