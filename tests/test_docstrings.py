@@ -18,6 +18,7 @@ MODULES = [
     "tfl.data.text",
     "tfl.data.tfds_data",
     "tfl.datasets",
+    "tfl.distribute",
     "tfl.evaluate",
     "tfl.export",
     "tfl.families",
