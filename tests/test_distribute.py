@@ -41,7 +41,7 @@ MIRRORED_SCRIPT = textwrap.dedent(
             "output": f"{sys.argv[1]}/{name}",
             "data": {"image_size": 32, "batch_size": batch,
                      "max_per_class": {"train": 4, "validation": 2, "test": 2}},
-            "train": {"head_epochs": 2, "finetune_epochs": 1},
+            "train": {"schedule": "feature_extraction", "head_epochs": 2, "finetune_epochs": 0},
             "runtime": {"strategy": name},
         })
         out = runner.train(config, verbose=0)
@@ -78,9 +78,10 @@ def test_mirrored_over_two_cpu_devices_trains_like_the_default_strategy(tmp_path
     assert "MirroredStrategy (2 replica(s), cpu), batch 5 per replica = 10 global" in done.stdout
     # The head phase (two epochs on cached features): same examples per step, gradients
     # all-reduced over the two halves of each batch: the same training up to float summation
-    # order. (The fine-tuning epoch still differs, val_loss 2.66 vs 2.34: an open item of
-    # issue 8, not asserted here.)
-    np.testing.assert_allclose(mirrored["val_loss"][:2], default["val_loss"][:2], rtol=1e-4)
+    # order. (A fine-tuning epoch still differs, val_loss 2.66 vs 2.34 measured: an open item
+    # of issue 8, so this test trains the head only.)
+    np.testing.assert_allclose(mirrored["val_loss"], default["val_loss"], rtol=1e-4)
+    np.testing.assert_allclose(mirrored["head_kernel"], default["head_kernel"], atol=1e-5)
     # Evaluation under two replicas sees each test example once (not once per replica).
     assert mirrored["test_examples"] == default["test_examples"] == 20
     # Both wrote a complete run directory.

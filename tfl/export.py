@@ -349,12 +349,15 @@ def export_saved_model(
         one = len(sizes) == 1
 
         def decode(contents, size):
-            tf.debugging.assert_greater(
+            check = tf.debugging.assert_greater(
                 tf.strings.length(contents),
                 0,
                 message="serving_default: an image is empty (0 bytes); send the encoded file "
                 "(JPEG, PNG, GIF, BMP or WebP) as a string",
             )
+            # The endpoint is traced without autograph: order the check before decoding.
+            with tf.control_dependencies([check]):
+                contents = tf.identity(contents)
             return resize_image(decode_image(contents), size, resize)
 
         def serve_raw(images):
