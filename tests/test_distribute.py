@@ -1,15 +1,22 @@
-"""tfl.distribute and the `runtime:` section: strategies, precision, XLA, CPU runtime variables."""
+"""tfl.distribute and the `runtime:` section: strategies, precision, XLA, CPU runtime variables.
+
+The strategy tests run in fresh processes: TensorFlow's logical devices and a multi-worker
+cluster must be set up before TensorFlow initialises, which the test process did long ago.
+"""
 
 import json
 import os
+import signal
+import socket
 import subprocess
 import sys
 import textwrap
+import time
 
 import keras
 import numpy as np
 import pytest
-from helpers import images, tiny_image_base
+from helpers import IMAGE_SHAPE, images
 
 import tfl
 from tfl import _runtime_env, cli
@@ -21,37 +28,50 @@ from tfl.distribute import (
     get_strategy,
     global_batch_size,
     is_chief,
+    is_multi_worker,
+    shard,
+    write_dir,
 )
 
-# Two runs of the TINY image recipe in one fresh process with two logical CPU devices (they
-# must be configured before TensorFlow initialises): the default strategy with batch 10, then
-# MirroredStrategy over both devices with 5 per replica (the same global batch of 10).
+# `tfl train` twice in one process with two logical CPU devices: the default strategy with
+# batch 20, then MirroredStrategy over both devices with 10 per replica (the same global 20).
+# 20 training images make one step per epoch: the two runs then train on the same batches.
+# (With several steps they would not: Keras' `fit` of a model built under a strategy first
+# reads one batch to build it, which starts an extra pass of a reshuffling dataset, so the
+# epochs see other orders than without a strategy; equally valid, not comparable.)
 MIRRORED_SCRIPT = textwrap.dedent(
     """
     import json, sys
     import tensorflow as tf
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    import keras
     import numpy as np
-    from tfl import config as config_lib, runner
+    from tfl import cli
 
-    results = {}
-    for name, batch in (("default", 10), ("mirrored", 5)):
-        config = config_lib.from_dict({
-            "output": f"{sys.argv[1]}/{name}",
-            "data": {"image_size": 32, "batch_size": batch,
-                     "max_per_class": {"train": 4, "validation": 2, "test": 2}},
-            "train": {"schedule": "feature_extraction", "head_epochs": 2, "finetune_epochs": 0},
-            "runtime": {"strategy": name},
-        })
-        out = runner.train(config, verbose=0)
-        head = out["model"].head.output_dense.kernel.numpy()
+    results, weights = {}, {}
+    for name, batch in (("default", "20"), ("mirrored", "10")):
+        run_dir = f"{sys.argv[1]}/{name}"
+        code = cli.main([
+            "train", "--image-size", "32", "--batch-size", batch,
+            "--data.max-per-class", "{train: 2, validation: 1, test: 1}",
+            "--epochs-head", "2", "--epochs-finetune", "2",
+            "--runtime.strategy", name, "--output", run_dir,
+        ])
+        with open(f"{run_dir}/metrics.json") as f:
+            metrics = json.load(f)
+        with open(f"{run_dir}/evaluation.json") as f:
+            evaluation = json.load(f)
+        model = keras.saving.load_model(f"{run_dir}/model.keras")
+        weights[name] = model.get_weights()
         results[name] = {
-            "val_loss": [float(v) for v in out["history"].history["val_loss"]],
-            "head_kernel": head.tolist(),
-            "replicas": runner.strategy(config_lib.validate(config)).num_replicas_in_sync,
-            "test_examples": out["metrics"]["num_examples"],
+            "code": code,
+            "val_loss": metrics["history"]["val_loss"],
+            "test_examples": evaluation["num_examples"],
         }
+    pairs = list(zip(weights["default"], weights["mirrored"]))
+    results["max_weight_diff"] = max(float(np.abs(a - b).max()) for a, b in pairs)
+    results["max_weight"] = max(float(np.abs(a).max()) for a, _ in pairs)
     print("RESULT " + json.dumps(results))
     """
 )
@@ -59,7 +79,7 @@ MIRRORED_SCRIPT = textwrap.dedent(
 
 @pytest.mark.assets
 @pytest.mark.slow
-def test_mirrored_over_two_cpu_devices_trains_like_the_default_strategy(tmp_path):
+def test_mirrored_over_two_cpu_devices_fine_tunes_like_the_default_strategy(tmp_path):
     script = tmp_path / "mirrored.py"
     script.write_text(MIRRORED_SCRIPT)
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
@@ -67,26 +87,163 @@ def test_mirrored_over_two_cpu_devices_trains_like_the_default_strategy(tmp_path
         [sys.executable, str(script), str(tmp_path)],
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=240,
         env=env,
     )
-    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.returncode == 0, done.stderr[-3000:]
     line = next(x for x in done.stdout.splitlines() if x.startswith("RESULT "))
     results = json.loads(line[len("RESULT ") :])
     default, mirrored = results["default"], results["mirrored"]
-    assert mirrored["replicas"] == 2 and default["replicas"] == 1
-    assert "MirroredStrategy (2 replica(s), cpu), batch 5 per replica = 10 global" in done.stdout
-    # The head phase (two epochs on cached features): same examples per step, gradients
-    # all-reduced over the two halves of each batch: the same training up to float summation
-    # order. (A fine-tuning epoch still differs, val_loss 2.66 vs 2.34 measured: an open item
-    # of issue 8, so this test trains the head only.)
+    assert default["code"] == mirrored["code"] == cli.EXIT_OK
+    # Both sizes are printed; XLA stays off on a CPU.
+    assert "Runtime: default (1 replica(s), cpu), batch 20 per replica = 20 global" in done.stdout
+    assert (
+        "Runtime: MirroredStrategy (2 replica(s), cpu), batch 10 per replica = 20 global, "
+        "float32, XLA off" in done.stdout
+    )
+    # Both phases (head on cached features, then fine-tuning through the base): each replica
+    # takes half of every batch, Keras divides its mean loss by the replica count and sums
+    # the gradients: the same step as one device on the whole batch, up to the order of
+    # float32 sums (seen: 1e-7 relative). 1e-4 is far below what an epoch changes (1e-2).
+    assert len(mirrored["val_loss"]) == 4
+    assert np.ptp(default["val_loss"]) > 1e-2  # it trained
     np.testing.assert_allclose(mirrored["val_loss"], default["val_loss"], rtol=1e-4)
-    np.testing.assert_allclose(mirrored["head_kernel"], default["head_kernel"], atol=1e-5)
+    assert results["max_weight_diff"] < 1e-4 * max(1.0, results["max_weight"])
     # Evaluation under two replicas sees each test example once (not once per replica).
-    assert mirrored["test_examples"] == default["test_examples"] == 20
-    # Both wrote a complete run directory.
-    for name in ("default", "mirrored"):
-        assert os.path.exists(tmp_path / name / "model.keras")
+    assert mirrored["test_examples"] == default["test_examples"] == 10
+
+
+# One worker of a two-worker `tfl` run (TF_CONFIG from the test). Worker 1 kills itself at
+# the start of epoch KILL_AT (after the backup of the epoch before); each worker saves its
+# final weights as weights<index>.npz.
+WORKER_SCRIPT = textwrap.dedent(
+    """
+    import json, os, signal, sys
+    import keras
+    import numpy as np
+    import tfl
+    from tfl import config as config_lib, runner
+
+    out, kill_at = sys.argv[1], int(sys.argv[2])
+    index = json.loads(os.environ["TF_CONFIG"])["task"]["index"]
+
+
+    class Epochs(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            print(f"EPOCH {epoch}", flush=True)
+            if index == 1 and epoch == kill_at:
+                os.kill(os.getpid(), signal.SIGKILL)
+
+
+    standard = tfl.standard_callbacks
+    tfl.standard_callbacks = lambda *args, **kwargs: [*standard(*args, **kwargs), Epochs()]
+    config = config_lib.from_dict({
+        "output": os.path.join(out, "run"),
+        "data": {"image_size": 32, "batch_size": 5,
+                 "max_per_class": {"train": 2, "validation": 1, "test": 1}},
+        "train": {"head_epochs": 1, "finetune_epochs": 2},
+        "runtime": {"strategy": "multi_worker"},
+    })
+    result = runner.train(config, verbose=0)
+    np.savez(os.path.join(out, f"weights{index}.npz"), *result["model"].get_weights())
+    print("RUN_DIR", result["run_dir"], flush=True)
+    """
+)
+
+
+def _free_ports(n: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(n)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def _start_workers(tmp_path, kill_at: int, attempt: int) -> list[subprocess.Popen]:
+    ports = _free_ports(2)
+    cluster = {"worker": [f"127.0.0.1:{port}" for port in ports]}
+    procs = []
+    for index in range(2):
+        tf_config = {"cluster": cluster, "task": {"type": "worker", "index": index}}
+        env = dict(
+            os.environ,
+            TF_CONFIG=json.dumps(tf_config),
+            TF_CPP_MIN_LOG_LEVEL="3",
+            TMPDIR=str(tmp_path / "tmp"),  # where the non-chief's temporary run dir goes
+        )
+        with open(tmp_path / f"worker{index}-{attempt}.log", "w") as log:
+            procs.append(
+                subprocess.Popen(
+                    [sys.executable, str(tmp_path / "worker.py"), str(tmp_path), str(kill_at)],
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    env=env,
+                )
+            )
+    return procs
+
+
+def _wait(procs, seconds: float, until=lambda: False):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if until() or all(p.poll() is not None for p in procs):
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"the workers did not finish within {seconds} s")
+
+
+@pytest.mark.assets
+@pytest.mark.slow
+def test_two_workers_train_alike_only_the_chief_writes_and_a_killed_job_resumes(tmp_path):
+    (tmp_path / "worker.py").write_text(WORKER_SCRIPT)
+    (tmp_path / "tmp").mkdir()
+    log = lambda index, attempt: (tmp_path / f"worker{index}-{attempt}.log").read_text()  # noqa: E731
+    procs = []
+    try:
+        # 1. Worker 1 dies at the start of epoch 2 (the second fine-tuning epoch). The chief
+        # cannot go on without it (every step all-reduces); the job is killed, as a
+        # cluster manager would, once the chief has backed up epoch 1 and waits in epoch 2.
+        procs = _start_workers(tmp_path, kill_at=2, attempt=1)
+        _wait(procs, 240, until=lambda: procs[1].poll() is not None and "EPOCH 2" in log(0, 1))
+        assert procs[1].poll() == -signal.SIGKILL, log(1, 1)[-3000:]
+        procs[0].kill()
+        procs[0].wait()
+        backup = tmp_path / "run" / "backup"
+        assert json.loads((backup / "phase-1" / "training_metadata.json").read_text())["epoch"] == 2
+        # 2. The same job again: both workers resume from the chief's backup and finish.
+        procs = _start_workers(tmp_path, kill_at=-1, attempt=2)
+        _wait(procs, 240)
+        assert [p.returncode for p in procs] == [0, 0], log(0, 2)[-3000:] + log(1, 2)[-3000:]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    chief, worker = log(0, 2), log(1, 2)
+    assert (
+        "Runtime: MultiWorkerMirroredStrategy (2 replica(s), cpu, chief of 2 workers), "
+        "batch 5 per replica = 10 global" in chief
+    )
+    # Resumed: the second job ran only epoch 2 (phase 0 and epoch 1 came from the backup).
+    for text in (chief, worker):
+        assert [x for x in text.splitlines() if x.startswith("EPOCH")] == ["EPOCH 2"]
+    history = (tmp_path / "run" / "history.csv").read_text().splitlines()
+    assert [row.split(",")[0] for row in history[1:]] == ["0", "1", "2"]
+    # Every step all-reduced the gradients: both workers end with the same weights, bit for bit.
+    chief_weights, worker_weights = (np.load(tmp_path / f"weights{i}.npz") for i in (0, 1))
+    assert len(chief_weights.files) == len(worker_weights.files) > 100
+    for key in chief_weights.files:
+        np.testing.assert_array_equal(chief_weights[key], worker_weights[key])
+    # Only the chief wrote the run directory; the other worker's temporary one is gone.
+    run_dir = next(x.split()[1] for x in chief.splitlines() if x.startswith("RUN_DIR"))
+    other = next(x.split()[1] for x in worker.splitlines() if x.startswith("RUN_DIR"))
+    assert run_dir == str(tmp_path / "run") and other.startswith(str(tmp_path / "tmp"))
+    assert not os.path.exists(other)
+    for name in ("model.keras", "metrics.json", "evaluation.json", "config.yaml"):
+        assert os.path.getsize(tmp_path / "run" / name) > 0
+    assert keras.saving.load_model(tmp_path / "run" / "model.keras").count_params() > 0
 
 
 @pytest.fixture
@@ -96,32 +253,69 @@ def policy():
 
 
 @pytest.mark.parametrize("name", ["mixed_float16", "mixed_bfloat16"])
-def test_mixed_precision_trains_without_nan_and_outputs_float32(name, policy):
+def test_mixed_precision_trains_without_nan_and_outputs_float32(name, policy, tmp_path):
     keras.mixed_precision.set_global_policy(name)
-    model = tfl.ImageClassifier(tiny_image_base("mobilenet"), 3)
-    tfl.unfreeze(model, top_n="all")
+    # BatchNorm on batch statistics: a random base in inference mode outputs ~1e-21 (its
+    # initial moving statistics), which float16 flushes to zero, and nothing would train.
+    base = tfl.ImageBackbone("mobilenet", IMAGE_SHAPE, weights=None, inference_mode=False)
+    model = tfl.ImageClassifier(base, 3)
+    tfl.unfreeze(model, top_n="all", train_batchnorm=True)
     model.compile()
     x, y = images(8), np.arange(8) % 3
-    history = model.fit(x, y, epochs=2, batch_size=4, verbose=0)
+    before = model.head.output_dense.kernel.numpy()
+    history = model.fit(x, y, epochs=3, batch_size=2, verbose=0)
     assert np.all(np.isfinite(history.history["loss"]))
+    kernel = model.head.output_dense.kernel.numpy()
+    assert np.all(np.isfinite(kernel)) and not np.allclose(kernel, before)
     out = model.predict(x, verbose=0)
     assert out.dtype == np.float32 and np.all(np.isfinite(out))
     np.testing.assert_allclose(out.sum(-1), 1.0, atol=1e-3)
-    # The base computes in half precision; the head's output layer in float32.
+    # The base computes in half precision; the head's output layer and the loss in float32.
     assert model.backbone.base.layers[1].compute_dtype == name.split("_")[1]
     assert model.head.output_dense.compute_dtype == "float32"
-    if name == "mixed_float16":  # Keras scales the loss of a float16 optimizer
+    assert model.head.output_dense.kernel.dtype == "float32"
+    if name == "mixed_float16":
+        # Keras scales the float16 loss: steps whose gradients overflow are skipped (never
+        # applied as inf/NaN) and the scale halves from 2**15 until steps go through.
         assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
+        assert float(model.optimizer.dynamic_scale.numpy()) < 2**15
+    # model.keras reloads in a float32 process and hands users float32 probabilities. The
+    # base is rebuilt under the loading process's policy (float32 here), so they agree with
+    # the half-precision ones to bfloat16's precision (8 bits: 4e-3 relative), not exactly.
+    model.save(tmp_path / "model.keras")
+    keras.mixed_precision.set_global_policy("float32")
+    restored = keras.saving.load_model(tmp_path / "model.keras")
+    assert restored.backbone.base.layers[1].compute_dtype == "float32"
+    again = np.asarray(restored(x, training=False))
+    assert again.dtype == np.float32
+    np.testing.assert_allclose(again, out, atol=1e-2)
 
 
 def test_auto_choices_on_a_cpu():
     strategy = get_strategy("auto")
-    assert strategy.num_replicas_in_sync == 1
-    assert describe(strategy)["device"] == "cpu" and describe(strategy)["strategy"] == "default"
+    info = describe(strategy)
+    assert info["strategy"] == "default" and info["device"] == "cpu"
+    assert info["replicas"] == info["workers"] == 1 and info["chief"]
     assert choose_precision("auto", strategy) == "float32"
     assert choose_precision("mixed_bfloat16", strategy) == "mixed_bfloat16"
-    assert choose_jit_compile("auto") == "auto"  # Keras: XLA off on CPU-only machines
-    assert global_batch_size(16, strategy) == 16 and is_chief(strategy)
+    assert choose_jit_compile("auto", strategy) is False  # XLA slowed CPU inference 4-8x
+    assert choose_jit_compile(True, strategy) is True
+    assert global_batch_size(16, strategy) == 16
+    assert is_chief(strategy) and not is_multi_worker(strategy)
+    assert write_dir("runs/x", strategy) == "runs/x"
+
+
+def test_shard_keeps_tfl_data_marks_and_turns_auto_sharding_off_on_one_worker():
+    import tensorflow as tf
+
+    ds = tf.data.Dataset.range(6).batch(2)
+    ds._tfl_augmented, ds._tfl_fingerprint = False, "abc"
+    sharded = shard(ds, get_strategy("default"))
+    policy = sharded.options().experimental_distribute.auto_shard_policy
+    assert policy == tf.data.experimental.AutoShardPolicy.OFF
+    assert (sharded._tfl_augmented, sharded._tfl_fingerprint) == (False, "abc")
+    assert [b.tolist() for b in sharded.as_numpy_iterator()] == [[0, 1], [2, 3], [4, 5]]
+    assert shard(None) is None
 
 
 def test_bad_runtime_choices_name_the_value_and_the_fix(monkeypatch):
@@ -131,18 +325,33 @@ def test_bad_runtime_choices_name_the_value_and_the_fix(monkeypatch):
         choose_precision("fp16")
     with pytest.raises(ValueError, match=r"jit_compile='yes'"):
         choose_jit_compile("yes")
+    with pytest.raises(ValueError, match=r"per_replica=0; expected an integer >= 1"):
+        global_batch_size(0, get_strategy("default"))
     monkeypatch.delenv("TF_CONFIG", raising=False)
     with pytest.raises(ValueError, match="without TF_CONFIG; set it on every worker"):
         get_strategy("multi_worker")
-    monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": {"worker": ["a:1"]}, "task": {}}))
-    with pytest.raises(ValueError, match="task.type / task.index"):
-        get_strategy("multi_worker")
-    monkeypatch.setenv(
-        "TF_CONFIG",
-        json.dumps({"cluster": {"worker": ["a:1"]}, "task": {"type": "worker", "index": 3}}),
-    )
-    with pytest.raises(ValueError, match="task.index=3 with 1 workers"):
-        get_strategy("multi_worker")
+    bad = {
+        '{"cluster": {"worker": ["a:1"]}, "task": {}}': "task.type / task.index",
+        '{"cluster": {"worker": ["a:1"]}, "task": {"type": "worker", "index": 3}}': (
+            "task.index=3 with 1 workers; expected 0..0"
+        ),
+        '{"cluster": {"ps": ["a:1"]}, "task": {"type": "ps", "index": 0}}': (
+            "task.type='ps'; expected 'worker'"
+        ),
+        "not json": "TF_CONFIG='not json'",
+    }
+    for tf_config, message in bad.items():
+        monkeypatch.setenv("TF_CONFIG", tf_config)
+        with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(".", r"\.")):
+            get_strategy("multi_worker")
+
+
+def test_multi_worker_needs_an_explicit_output():
+    config = config_lib.from_dict({"runtime": {"strategy": "multi_worker"}})
+    with pytest.raises(config_lib.ConfigError, match="output: runtime.strategy multi_worker"):
+        config_lib.validate(config)
+    config = config_lib.from_dict({"output": "shared/run", "runtime": {"strategy": "multi_worker"}})
+    assert config_lib.validate(config).runtime.strategy == "multi_worker"
 
 
 @pytest.mark.parametrize(
@@ -174,13 +383,41 @@ def test_cpu_runtime_variables_follow_the_cpu_and_never_override_the_user(monkey
     # With AVX-512 TensorFlow turns oneDNN on itself; on ARM tfl leaves it alone.
     assert "TF_ENABLE_ONEDNN_OPTS" not in _runtime_env.recommended_env({"avx512f"}, "x86_64")
     assert "TF_ENABLE_ONEDNN_OPTS" not in _runtime_env.recommended_env(set(), "aarch64")
-    # TensorFlow is imported in this process: nothing can be applied any more.
-    assert _runtime_env.apply({}) == {}
-    # Before TensorFlow is imported: only what the user left unset, unless switched off.
-    monkeypatch.delitem(sys.modules, "tensorflow")
     monkeypatch.setattr(_runtime_env, "cpu_flags", lambda path=None: {"avx2"})
     monkeypatch.setattr(_runtime_env.platform, "machine", lambda: "x86_64")
+    # TensorFlow is imported in this process: nothing can take effect any more; say what.
+    with pytest.warns(RuntimeWarning, match="TF_CPU_ALLOCATOR_USE_BFC=true TF_ENABLE_ONEDNN"):
+        assert _runtime_env.apply({}) == {}
+    assert _runtime_env.apply({}, warn=False) == {}
+    # Before TensorFlow is imported: only what the user left unset, unless switched off.
+    monkeypatch.delitem(sys.modules, "tensorflow")
     environ = {"TF_ENABLE_ONEDNN_OPTS": "0"}
     assert _runtime_env.apply(environ) == {"TF_CPU_ALLOCATOR_USE_BFC": "true"}
-    assert environ["TF_ENABLE_ONEDNN_OPTS"] == "0"
+    assert environ == {"TF_ENABLE_ONEDNN_OPTS": "0", "TF_CPU_ALLOCATOR_USE_BFC": "true"}
     assert _runtime_env.apply({"TFL_CPU_RUNTIME": "off"}) == {}
+
+
+def test_cpu_runtime_module_loads_without_tensorflow_and_sets_the_variables(tmp_path):
+    # What an entry point does first: the file alone, nothing of tfl or TensorFlow imported.
+    code = textwrap.dedent(
+        f"""
+        import importlib.util, json, os, sys
+        spec = importlib.util.spec_from_file_location("env", {_runtime_env.__file__!r})
+        env = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(env)
+        applied = env.apply()
+        print(json.dumps([applied, sorted(m for m in sys.modules if "tensorflow" in m
+                                          or m.startswith("tfl"))]))
+        """
+    )
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("TF_", "TFL_"))}
+    clean["TF_CPU_ALLOCATOR_USE_BFC"] = "false"  # the user's own setting stays
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=clean
+    )
+    assert done.returncode == 0, done.stderr
+    applied, imported = json.loads(done.stdout)
+    assert applied == {
+        k: v for k, v in _runtime_env.recommended_env().items() if k != "TF_CPU_ALLOCATOR_USE_BFC"
+    }
+    assert imported == []

@@ -9,10 +9,10 @@ passes. Phase 2 (the base unfrozen) then trains the full model as usual.
 `split_at_bases(model)` cuts a tfl task into a *feature model* (inputs → pooled base features)
 and a *head model* (features → outputs) that share the task's layers, so training the head
 model trains the task's head. `FeatureCache` extracts features with a compiled call over a
-`tf.data` pipeline (on the devices of the active `tf.distribute` strategy) and keeps them in
-memory, or on disk for later runs (re-runs, `lr_find`, cross-validation folds, `compare`),
-keyed by a fingerprint of the base's architecture, its weights, the model's preprocessing and
-the data. Change any of them and the features are computed again.
+`tf.data` pipeline (on the local devices of the active `tf.distribute` strategy) and keeps
+them in memory, or on disk for later runs (re-runs, `lr_find`, cross-validation folds,
+`compare`), keyed by a fingerprint of the base's architecture, its weights, the model's
+preprocessing and the data. Change any of them and the features are computed again.
 
 `tfl.fit_phases(..., cache="auto")` (the default) uses this for every phase whose base is
 frozen, unless the training data is randomly augmented (tfl.data marks its datasets; for other
@@ -279,6 +279,12 @@ def _concat(parts: list) -> Any:
     return tree.map_structure(lambda *leaves: np.concatenate(leaves), *parts)
 
 
+def _multi_worker(strategy) -> bool:
+    from tfl.distribute import is_multi_worker
+
+    return is_multi_worker(strategy)
+
+
 def _extract(feature_model, dataset, writer: _Writer) -> tuple[Any, Any]:
     """Run `feature_model` over `dataset` once; return the targets and sample weights."""
     strategy = tf.distribute.get_strategy()
@@ -288,7 +294,10 @@ def _extract(feature_model, dataset, writer: _Writer) -> tuple[Any, Any]:
     x_spec = tree.map_structure(
         lambda s: tf.TensorSpec((None, *s.shape[1:]), s.dtype, s.name), x_spec
     )
-    distributed = strategy.num_replicas_in_sync > 1
+    # Over the local replicas of one machine. On a multi-worker cluster each worker runs the
+    # whole dataset through its own copy of the base (no collectives: every worker then holds
+    # all the features, and `fit` shards the cached batches as it shards any dataset).
+    distributed = strategy.num_replicas_in_sync > 1 and not _multi_worker(strategy)
 
     def call(x):
         return tree.flatten(feature_model(x, training=False))

@@ -190,12 +190,47 @@ class BackupAndRestore(keras.callbacks.BackupAndRestore):
     written beside the backup and renamed over it, so the backup is always the last complete
     epoch. `tfl.fit_phases` uses this class for every phase's backup.
 
+    `restore_dir`: restore from another directory than the one written (a non-chief
+    worker of a multi-worker run writes to its temporary directory and restores from the
+    chief's backup, so every worker resumes from the same epoch and weights, as TensorFlow's
+    multi-worker BackupAndRestore does); that directory must be readable by every worker.
+
     Example:
     >>> import tempfile
     >>> from tfl.callbacks import BackupAndRestore
     >>> BackupAndRestore(tempfile.mkdtemp()).save_freq
     'epoch'
     """
+
+    def __init__(
+        self,
+        backup_dir: str,
+        save_freq="epoch",
+        double_checkpoint: bool = False,
+        delete_checkpoint: bool = True,
+        restore_dir: str | None = None,
+    ):
+        super().__init__(
+            backup_dir,
+            save_freq=save_freq,
+            double_checkpoint=double_checkpoint,
+            delete_checkpoint=delete_checkpoint,
+        )
+        self.restore_dir = restore_dir
+
+    def on_train_begin(self, logs=None):
+        if self.restore_dir is None or os.path.abspath(self.restore_dir) == os.path.abspath(
+            self.backup_dir
+        ):
+            return super().on_train_begin(logs)
+        # Read the other directory's files; never repair them (they are another worker's).
+        written = self._weights_path, self._training_metadata_path
+        self._weights_path = os.path.join(self.restore_dir, "latest.weights.h5")
+        self._training_metadata_path = os.path.join(self.restore_dir, "training_metadata.json")
+        try:
+            self._load_model()
+        finally:
+            self._weights_path, self._training_metadata_path = written
 
     def _save_model(self):
         if not tf.io.gfile.exists(self.backup_dir):

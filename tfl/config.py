@@ -1327,13 +1327,22 @@ def validate(config: RunConfig) -> RunConfig:
         model=model,
         train=train,
         evaluate=EvaluateConfig(top_k=top_k),
-        runtime=_validate_runtime(config.runtime),
+        runtime=_validate_runtime(config.runtime, config.output),
     )
     return dataclasses.replace(checked, name=name or default_name(checked))
 
 
-def _validate_runtime(runtime: RuntimeConfig) -> RuntimeConfig:
+def _validate_runtime(runtime: RuntimeConfig, output: str | None = None) -> RuntimeConfig:
     strategy = _choice("runtime.strategy", runtime.strategy, STRATEGIES)
+    if strategy == "multi_worker" and not output:
+        # Every worker (and a restarted job) must agree on the run directory: the chief
+        # writes it and the other workers resume from its backup.
+        raise ConfigError(
+            "output",
+            "runtime.strategy multi_worker needs an explicit run directory (the default "
+            "runs/<name>-<time> differs between workers and restarts)",
+            "Pass the same --output on every worker, on a file system they all can read.",
+        )
     precision = _choice("runtime.precision", runtime.precision, PRECISIONS)
     jit = runtime.jit_compile
     if isinstance(jit, str) and jit.lower() in ("true", "false"):

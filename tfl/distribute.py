@@ -13,11 +13,22 @@ the model inside `strategy.scope()` and Keras' `fit` distributes the batches.
   `keras.mixed_precision.set_global_policy`; tfl heads compute their last layer in float32
   and Keras scales the loss of a `mixed_float16` optimizer, so outputs and losses stay
   float32.
-- `choose_jit_compile(value, strategy)`: "auto" defers to Keras ("auto": XLA off on CPU-only
-  machines, on with GPUs). On this 2-core CPU XLA made MobileNetV2/V3 and EfficientNetB0
-  inference 4-8x slower (depthwise convolutions) and ResNet50 1.1x faster, so the CPU
-  default must stay off; on GPUs XLA usually pays for convolution nets (not measured here:
-  no GPU was lent). TPUs always compile.
+- `choose_jit_compile(value, strategy)`: "auto" is off on CPUs: on a 2-core CPU XLA made
+  MobileNetV2/V3 and EfficientNetB0 inference 4-8x slower (depthwise convolutions) and
+  ResNet50 1.1x faster (issue 8; `benchmarks/runtime.py` measures it again). On GPUs and TPUs
+  "auto" is Keras' own rule: XLA on for a model on one GPU, off under a multi-device
+  `tf.distribute` strategy (Keras turns it off there), and TPUs compile every step anyway.
+  The GPU choice was not measured here (no GPU was lent); measure it with `--runtime.jit-
+  compile true/false`.
+- Data: `shard(dataset, strategy)` sets the input pipeline's auto-sharding: off on one
+  machine (every replica's slice comes from the same global batch; TensorFlow's "AUTO"
+  rewrite would also reorder a shuffled dataset), by data on several workers (every worker
+  reads the same seeded pipeline and keeps its part of each global batch, so all workers
+  run the same number of steps).
+- Several workers: only the chief (worker 0) writes the run directory; `write_dir` gives
+  the other workers a temporary directory (TensorFlow's pattern: every worker saves, the
+  non-chief copies are thrown away, `remove_write_dir`), and they resume from the chief's
+  backup (`tfl.callbacks.BackupAndRestore(restore_dir=...)`).
 - CPU runtime variables (oneDNN, the BFC allocator): `tfl._runtime_env`, applied when tfl
   is imported before TensorFlow; `runtime_settings()` reports what is in effect.
 """
@@ -26,6 +37,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import tempfile
+import types
 from typing import Any
 
 import keras
@@ -41,15 +55,27 @@ _TPU_HINTS = ("TPU_NAME", "COLAB_TPU_ADDR", "TPU_ACCELERATOR_TYPE")
 __all__ = [
     "PRECISIONS",
     "STRATEGIES",
+    "apply_cpu_runtime",
     "choose_jit_compile",
     "choose_precision",
     "describe",
     "get_strategy",
     "global_batch_size",
     "is_chief",
+    "is_multi_worker",
+    "num_replicas",
+    "patch_multi_worker_build",
+    "recommended_cpu_env",
+    "remove_write_dir",
     "runtime_settings",
     "set_precision",
+    "shard",
+    "write_dir",
 ]
+
+# The CPU runtime variables live in a module without TensorFlow (see its docstring).
+apply_cpu_runtime = _runtime_env.apply
+recommended_cpu_env = _runtime_env.recommended_env
 
 
 def _tpu_strategy(required: bool):
@@ -78,18 +104,22 @@ def _check_tf_config() -> dict:
         )
     try:
         config = json.loads(raw)
-        workers = config["cluster"]["worker"]
-        task = config["task"]
-        index = int(task["index"])
+        task_type = config["task"]["type"]
+        index = int(config["task"]["index"])
+        tasks = config["cluster"][task_type]
     except (ValueError, KeyError, TypeError) as error:
         raise ValueError(
             f"Received TF_CONFIG={raw!r}: {error!r}; expected JSON with cluster.worker (a list "
             "of host:port) and task.type / task.index."
         ) from None
-    if not 0 <= index < len(workers):
+    if task_type not in ("chief", "worker"):
         raise ValueError(
-            f"Received TF_CONFIG task.index={index} with {len(workers)} workers; expected "
-            f"0..{len(workers) - 1}."
+            f"Received TF_CONFIG task.type={task_type!r}; expected 'worker' (or 'chief')."
+        )
+    if not 0 <= index < len(tasks):
+        raise ValueError(
+            f"Received TF_CONFIG task.index={index} with {len(tasks)} {task_type}s; expected "
+            f"0..{len(tasks) - 1}."
         )
     return config
 
@@ -144,37 +174,218 @@ def _kind(strategy: tf.distribute.Strategy | None) -> str:
 
 
 def describe(strategy: tf.distribute.Strategy) -> dict[str, Any]:
-    """Name, replica count, device kind and devices of `strategy`, for logs and reports."""
+    """Name, replica count, device kind and devices of `strategy`, for logs and reports.
+
+    Example:
+    >>> from tfl.distribute import describe, get_strategy
+    >>> info = describe(get_strategy("default"))
+    >>> info["strategy"], info["replicas"], info["workers"], info["chief"]
+    ('default', 1, 1, True)
+    """
     name = type(strategy).__name__
+    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        name = "MultiWorkerMirroredStrategy"  # its class is CollectiveAllReduceStrategy
     return {
         "strategy": "default" if name == "_DefaultDistributionStrategy" else name,
-        "replicas": int(strategy.num_replicas_in_sync),
+        "replicas": num_replicas(strategy),
+        "workers": _worker_count(strategy),
         "device": _kind(strategy),
         "devices": _devices(strategy),
         "chief": is_chief(strategy),
     }
 
 
+def num_replicas(strategy: tf.distribute.Strategy | None = None) -> int:
+    """Replicas that train in sync (devices over all workers) under `strategy`.
+
+    Example:
+    >>> from tfl.distribute import get_strategy, num_replicas
+    >>> num_replicas(get_strategy("default"))
+    1
+    """
+    strategy = strategy or tf.distribute.get_strategy()
+    return int(strategy.num_replicas_in_sync)
+
+
 def global_batch_size(per_replica: int, strategy: tf.distribute.Strategy) -> int:
     """`per_replica` x replicas: the batch size `fit` must see under `strategy`.
+
+    Keras splits each global batch over the replicas and sums their gradients of the
+    per-replica mean loss divided by the replica count: one step on a global batch of 32 on
+    two replicas is the step of one device on those 32 examples.
 
     Example:
     >>> from tfl.distribute import get_strategy, global_batch_size
     >>> global_batch_size(32, get_strategy("default"))
     32
     """
-    return int(per_replica) * int(strategy.num_replicas_in_sync)
+    if isinstance(per_replica, bool) or not isinstance(per_replica, int) or per_replica < 1:
+        raise ValueError(f"Received per_replica={per_replica!r}; expected an integer >= 1.")
+    return per_replica * num_replicas(strategy)
+
+
+def _task(strategy: tf.distribute.Strategy) -> tuple[str | None, int | None]:
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) or resolver is None:
+        return None, None
+    return resolver.task_type, resolver.task_id
+
+
+def _worker_count(strategy: tf.distribute.Strategy) -> int:
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) or resolver is None:
+        return 1
+    cluster = resolver.cluster_spec().as_dict()
+    return max(1, sum(len(cluster.get(kind, ())) for kind in ("chief", "worker")))
+
+
+def is_multi_worker(strategy: tf.distribute.Strategy | None = None) -> bool:
+    """Whether `strategy` trains over several worker processes (a `TF_CONFIG` cluster).
+
+    Example:
+    >>> from tfl.distribute import get_strategy, is_multi_worker
+    >>> is_multi_worker(get_strategy("default"))
+    False
+    """
+    return _worker_count(strategy or tf.distribute.get_strategy()) > 1
 
 
 def is_chief(strategy: tf.distribute.Strategy | None = None) -> bool:
-    """Whether this process writes the run directory (worker 0 / the chief; always True on
-    one machine). Other workers write to temporary directories, as TensorFlow requires."""
-    strategy = strategy or tf.distribute.get_strategy()
-    resolver = getattr(strategy, "cluster_resolver", None)
-    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) or resolver is None:
-        return True
-    task_type, task_id = resolver.task_type, resolver.task_id
-    return task_type is None or task_type == "chief" or (task_type == "worker" and task_id == 0)
+    """Whether this process writes the run directory: the chief (worker 0 when the cluster
+    has no "chief" task); always True on one machine.
+
+    Example:
+    >>> from tfl.distribute import get_strategy, is_chief
+    >>> is_chief(get_strategy("default"))
+    True
+    """
+    task_type, task_id = _task(strategy or tf.distribute.get_strategy())
+    return task_type in (None, "chief") or (task_type == "worker" and task_id == 0)
+
+
+def write_dir(run_dir: str, strategy: tf.distribute.Strategy | None = None) -> str:
+    """Where this process writes: `run_dir` on the chief, a new temporary directory on the
+    other workers of a cluster (TensorFlow's pattern: every worker runs the same saves, only
+    the chief's are kept). Remove it with `remove_write_dir` when the run is over.
+
+    Example:
+    >>> from tfl.distribute import get_strategy, write_dir
+    >>> write_dir("runs/demo", get_strategy("default"))
+    'runs/demo'
+    """
+    if is_chief(strategy):
+        return run_dir
+    _, task_id = _task(strategy or tf.distribute.get_strategy())
+    return tempfile.mkdtemp(prefix=f"tfl-worker{task_id}-")
+
+
+def remove_write_dir(path: str, run_dir: str) -> None:
+    """Deletes `path` if it is a non-chief worker's temporary directory (not `run_dir`).
+
+    Example:
+    >>> from tfl.distribute import remove_write_dir
+    >>> remove_write_dir("runs/demo", "runs/demo")  # the chief's: kept
+    """
+    if os.path.abspath(path) != os.path.abspath(run_dir):
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def shard(dataset: tf.data.Dataset | None, strategy: tf.distribute.Strategy | None = None):
+    """`dataset` with the auto-shard policy for `strategy` (see the module docstring).
+
+    One worker: `OFF` (TensorFlow's default "AUTO" rewrite of a single-worker pipeline
+    shuffles differently from the same pipeline without a strategy, so a run under
+    MirroredStrategy would not see the examples in the same order). Several workers:
+    `DATA`: every worker reads the whole seeded pipeline and keeps its share of every
+    global batch (file sharding would give workers different numbers of batches). tfl.data's
+    marks (`_tfl_augmented`, `_tfl_fingerprint`) are kept for the feature cache.
+
+    Example:
+    >>> import tensorflow as tf
+    >>> from tfl.distribute import get_strategy, shard
+    >>> ds = shard(tf.data.Dataset.range(4).batch(2), get_strategy("default"))
+    >>> ds.options().experimental_distribute.auto_shard_policy.name
+    'OFF'
+    """
+    if dataset is None:
+        return None
+    policy = tf.data.experimental.AutoShardPolicy
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = (
+        policy.DATA if is_multi_worker(strategy) else policy.OFF
+    )
+    sharded = dataset.with_options(options)
+    for mark in ("_tfl_augmented", "_tfl_fingerprint"):
+        if hasattr(dataset, mark):
+            setattr(sharded, mark, getattr(dataset, mark))
+    return sharded
+
+
+def patch_multi_worker_build(model: keras.Model) -> keras.Model:
+    """Lets Keras 3 `fit`/`evaluate` a model built under a multi-worker strategy.
+
+    Keras 3.15's TensorFlow trainer fails twice under `MultiWorkerMirroredStrategy` with
+    several workers (keras-team/keras#20585 and tensorflow/tensorflow#72388, both open):
+
+    1. every `fit` and `evaluate` of a model built in a strategy's scope starts by taking one
+       batch and `strategy.reduce("MEAN", batch)`-ing it, only to learn the shapes for
+       building the model; that reduce fails ("Attempt to convert a value (PerReplica...) to
+       a Tensor"). Here, on `model` only, that step takes this worker's own slice of the
+       batch, which has the same shapes.
+    2. each step's logs (loss and metrics, scalars) are averaged over the replicas with
+       `strategy.reduce("MEAN", value, axis=0)`, which fails for a scalar ("Invalid reduction
+       dimension 0 for input with 0 dimensions"). Here that mean is taken with `axis=None`
+       (the mean over replicas Keras means, as it computes on one machine), so every worker
+       logs the same numbers and its callbacks (early stopping, checkpoints) decide alike.
+       This one patches Keras' `reduce_per_replica` for the process, and changes it only
+       for multi-worker strategies.
+
+    Nothing changes on one worker (nothing is patched unless `model` was built under a
+    multi-worker strategy). `tfl.fit_phases` calls it for every model it fits.
+
+    Example:
+    >>> import keras
+    >>> from tfl.distribute import patch_multi_worker_build
+    >>> model = keras.Sequential([keras.layers.Dense(1)])
+    >>> patch_multi_worker_build(model) is model  # one worker: unchanged
+    True
+    """
+    strategy = getattr(model, "_distribute_strategy", None)
+    if strategy is None or not is_multi_worker(strategy):
+        return model
+
+    def local(value):
+        if isinstance(value, tf.distribute.DistributedValues):
+            return strategy.experimental_local_results(value)[0]
+        return value
+
+    def maybe_symbolic_build(self, iterator=None, data_batch=None):
+        if iterator is not None:  # as Keras does, without the cross-worker reduce
+            for _, _, batches in iterator:
+                data_batch = keras.tree.map_structure(local, next(batches))
+                break
+        with strategy.scope():
+            self._symbolic_build(data_batch=data_batch)
+
+    model._maybe_symbolic_build = types.MethodType(maybe_symbolic_build, model)
+    _patch_reduce_per_replica()
+    return model
+
+
+def _patch_reduce_per_replica() -> None:
+    from keras.src.backend.tensorflow import trainer
+
+    keras_reduce = trainer.reduce_per_replica
+    if getattr(keras_reduce, "_tfl_patched", False):
+        return
+
+    def reduce_per_replica(values, strategy, reduction):
+        if reduction in ("auto", "mean") and is_multi_worker(strategy):
+            return keras.tree.map_structure(lambda v: strategy.reduce("MEAN", v, axis=None), values)
+        return keras_reduce(values, strategy, reduction)
+
+    reduce_per_replica._tfl_patched = True
+    trainer.reduce_per_replica = reduce_per_replica
 
 
 def _gpu_capability() -> tuple[int, int] | None:
@@ -216,21 +427,32 @@ def set_precision(name: str = "auto", strategy: tf.distribute.Strategy | None = 
 
 
 def choose_jit_compile(value: Any = "auto", strategy: tf.distribute.Strategy | None = None):
-    """`model.compile(jit_compile=...)` for this device: "auto" stays Keras' "auto" (off on a
-    CPU-only machine, on with GPUs; TPUs always compile); True/False are kept.
+    """`model.compile(jit_compile=...)` for this device (see the module docstring).
+
+    "auto" is False on CPUs (XLA made depthwise-convolution nets 4-8x slower there) and stays
+    Keras' "auto" on GPUs and TPUs (on for one GPU, off under a multi-device strategy; TPUs
+    always compile); True and False are kept.
 
     Example:
     >>> from tfl.distribute import choose_jit_compile
-    >>> choose_jit_compile("auto"), choose_jit_compile(False)
-    ('auto', False)
+    >>> choose_jit_compile("auto"), choose_jit_compile(True)  # on a CPU
+    (False, True)
     """
     if value not in JIT_CHOICES or isinstance(value, int) and not isinstance(value, bool):
-        raise ValueError(f"Received jit_compile={value!r}; expected 'auto', true or false.")
+        raise ValueError(f"Received jit_compile={value!r}; expected 'auto', True or False.")
+    if value == "auto" and _kind(strategy) == "cpu":
+        return False
     return value
 
 
 def runtime_settings() -> dict[str, Any]:
-    """The CPU runtime variables in effect and the ones tfl recommends for this CPU."""
+    """The CPU runtime variables in effect and the ones tfl recommends for this CPU.
+
+    Example:
+    >>> from tfl.distribute import runtime_settings
+    >>> sorted(runtime_settings()["in_effect"])
+    ['TF_CPU_ALLOCATOR_USE_BFC', 'TF_ENABLE_ONEDNN_OPTS']
+    """
     recommended = _runtime_env.recommended_env()
     keys = sorted(set(recommended) | {"TF_ENABLE_ONEDNN_OPTS", "TF_CPU_ALLOCATOR_USE_BFC"})
     return {

@@ -26,6 +26,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 import time
 
 import keras
@@ -73,6 +74,20 @@ def load_data(config, run_dir: str | None = None):
 
 
 def _load_splits(config, run_dir: str | None = None):
+    from tfl.distribute import shard
+
+    data = _read_splits(config, run_dir)
+    distribution = strategy(config)
+    # Auto-sharding for this strategy: off on one machine, by data over several workers.
+    return dataclasses.replace(
+        data,
+        train=shard(data.train, distribution),
+        validation=shard(data.validation, distribution),
+        test=shard(data.test, distribution),
+    )
+
+
+def _read_splits(config, run_dir: str | None = None):
     import tfl.data
 
     data = config.data
@@ -271,15 +286,24 @@ def strategy(config) -> tf.distribute.Strategy:
     return _STRATEGIES[name]
 
 
+def _jit_compile(config):
+    from tfl.distribute import choose_jit_compile
+
+    return choose_jit_compile(config.runtime.jit_compile, strategy(config))
+
+
 def _runtime_line(config) -> str:
-    from tfl.distribute import describe
+    from tfl.distribute import describe, global_batch_size
 
     info = describe(strategy(config))
     per_replica = config.data.batch_size
+    workers = f", {'chief' if info['chief'] else 'worker'} of {info['workers']} workers"
+    jit = {True: "on", False: "off"}.get(_jit_compile(config), "auto")
     return (
-        f"Runtime: {info['strategy']} ({info['replicas']} replica(s), {info['device']}), "
-        f"batch {per_replica} per replica = {per_replica * info['replicas']} global, "
-        f"{keras.mixed_precision.global_policy().name}, XLA {config.runtime.jit_compile}"
+        f"Runtime: {info['strategy']} ({info['replicas']} replica(s), {info['device']}"
+        f"{workers if info['workers'] > 1 else ''}), batch {per_replica} per replica = "
+        f"{global_batch_size(per_replica, strategy(config))} global, "
+        f"{keras.mixed_precision.global_policy().name}, XLA {jit}"
     )
 
 
@@ -288,22 +312,19 @@ def prepare(config) -> tuple[config_lib.RunConfig, str]:
 
     Also sets up `config.runtime`: the distribution strategy (`strategy(config)`) and Keras'
     dtype policy (`tfl.distribute.set_precision`), before any model is built. On a
-    multi-worker cluster only the chief writes the run directory; the other workers write to
-    a temporary directory, as TensorFlow requires.
+    multi-worker cluster only the chief writes the run directory; the other workers get a
+    temporary directory (returned here; `finish` deletes it), as TensorFlow requires, and
+    resume from the chief's backup.
 
     Returns the normalised configuration and the run directory.
     """
-    from tfl.distribute import is_chief, set_precision
+    from tfl.distribute import set_precision, write_dir
 
     config = config_lib.validate(config)
     distribution = strategy(config)
     set_precision(config.runtime.precision, distribution)
     print(_runtime_line(config))
-    run_dir = config_lib.run_dir(config)
-    if not is_chief(distribution):
-        import tempfile
-
-        run_dir = tempfile.mkdtemp(prefix="tfl-worker-")
+    run_dir = write_dir(config_lib.run_dir(config), distribution)
     path = os.path.join(run_dir, "config.yaml")
     if os.path.exists(path):  # re-running a run: resume it, but only with the same settings
         previous = config_lib.to_dict(
@@ -364,6 +385,7 @@ def fit(config, model, data, phases, run_dir: str, verbose="auto", notes: list |
 
 def _fit(config, model, data, phases, run_dir, verbose, notes):
     import tfl
+    from tfl.distribute import is_chief
 
     notes = [] if notes is None else notes
     phases = list(phases)
@@ -378,6 +400,18 @@ def _fit(config, model, data, phases, run_dir, verbose, notes):
     callbacks = tfl.standard_callbacks(
         run_dir, monitor=monitor, patience=patience or 1, early_stopping=patience is not None
     )
+    if not is_chief(strategy(config)):
+        # A non-chief worker resumes from the chief's backup and starts from the chief's
+        # history (the checkpoint's best so far): its callbacks must decide as the chief's
+        # do, since every save runs collective ops on all workers.
+        chief_dir = config_lib.run_dir(config)
+        for cb in callbacks:
+            if isinstance(cb, tfl.callbacks.BackupAndRestore):
+                cb.restore_dir = os.path.join(chief_dir, "backup")
+        if os.path.exists(os.path.join(chief_dir, "history.csv")):
+            shutil.copyfile(
+                os.path.join(chief_dir, "history.csv"), os.path.join(run_dir, "history.csv")
+            )
     return tfl.fit_phases(
         model,
         phases,
@@ -387,7 +421,7 @@ def _fit(config, model, data, phases, run_dir, verbose, notes):
         cache=config.train.cache,
         l2sp=config.train.l2sp,
         verbose=verbose,
-        compile_kwargs={"jit_compile": config.runtime.jit_compile},
+        compile_kwargs={"jit_compile": _jit_compile(config)},
     )
 
 
@@ -397,8 +431,10 @@ def finish(
     """Evaluate on the test split (else validation), save the model, plots, metrics, report.
 
     Writes `model.keras`, `evaluation.json` + `evaluation_confusion.png`, `history.png`,
-    `metrics.json` and `report.md`; returns the test metrics.
+    `metrics.json` and `report.md`; returns the test metrics. On a non-chief worker of a
+    multi-worker run `run_dir` is its temporary directory, deleted at the end.
     """
+    from tfl.distribute import is_chief, remove_write_dir
     from tfl.evaluate import plot_history, save_metrics, write_report
 
     test = data.test if data.test is not None else data.validation
@@ -441,6 +477,8 @@ def finish(
         data_info=data.info,
         notes=notes,
     )
+    if not is_chief(strategy(config)):  # a non-chief worker's temporary directory: not kept
+        remove_write_dir(run_dir, config_lib.run_dir(config))
     return metrics
 
 

@@ -24,7 +24,9 @@ shuffled dataset gives a different (equally valid) order than the uninterrupted 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -527,14 +529,19 @@ def _compile(model, optimizer, phase: Phase, loss, metrics, compile_kwargs):
     model.compile(optimizer=optimizer, loss=loss, metrics=metrics, **compile_kwargs)
 
 
-def _backup_dir(callbacks) -> str | None:
+def _backup_dirs(callbacks) -> tuple[str | None, str | None]:
+    """The BackupAndRestore's (written, restored-from) directories; (None, None) without one.
+
+    They differ on a non-chief worker of a multi-worker run, which writes to its temporary
+    directory and resumes from the chief's backup (`tfl.callbacks.BackupAndRestore`).
+    """
     for cb in callbacks:
         if isinstance(cb, keras.callbacks.BackupAndRestore):
-            return cb.backup_dir
-    return None
+            return cb.backup_dir, getattr(cb, "restore_dir", None) or cb.backup_dir
+    return None, None
 
 
-def _phase_callbacks(callbacks, backup_root, index, scheduled):
+def _phase_callbacks(callbacks, backup_root, index, scheduled, restore_root=None):
     """The user's callbacks for one phase.
 
     BackupAndRestore is re-pointed to the phase's own directory; ReduceLROnPlateau sits out
@@ -552,9 +559,26 @@ def _phase_callbacks(callbacks, backup_root, index, scheduled):
                 save_freq=cb.save_freq,
                 double_checkpoint=cb.double_checkpoint,
                 delete_checkpoint=cb.delete_checkpoint,
+                restore_dir=os.path.join(restore_root or backup_root, f"phase-{index}"),
             )
         result.append(cb)
     return result
+
+
+def _in_model_scope(fit):
+    """Run `fit(model, ...)` in the scope of the strategy `model` was built under, so that
+    optimizers and the cached-feature head model are created there too (Keras ties a model
+    to the strategy active when it was created)."""
+
+    @functools.wraps(fit)
+    def wrapper(model, *args, **kwargs):
+        from tfl.distribute import patch_multi_worker_build
+
+        strategy = getattr(model, "_distribute_strategy", None)
+        with strategy.scope() if strategy is not None else contextlib.nullcontext():
+            return fit(patch_multi_worker_build(model), *args, **kwargs)
+
+    return wrapper
 
 
 def _read_state(path: str) -> dict | None:
@@ -723,13 +747,20 @@ def _fit_on_features(
             verbose=talk,
         )
     compile_like(head_model, model)
+    from tfl.distribute import patch_multi_worker_build  # keras-team/keras#20585
+
+    patch_multi_worker_build(head_model)
     head_model._initial_epoch = None
     if isinstance(x, tf.data.Dataset):
+        from tfl.distribute import shard  # the input sharding of the active strategy
+
         # Same batches as the source data; shuffled each epoch unless shuffle=False was asked.
-        data = dict(x=train.dataset(train.batch_size, shuffle=shuffle is not False, seed=None))
+        data = dict(
+            x=shard(train.dataset(train.batch_size, shuffle=shuffle is not False, seed=None))
+        )
         data["shuffle"] = False  # the dataset shuffles itself
         if validation is not None:
-            data["validation_data"] = validation.dataset(validation.batch_size)
+            data["validation_data"] = shard(validation.dataset(validation.batch_size))
     else:
         data = dict(x=train.x, y=train.targets, sample_weight=train.sample_weight)
         data.update(batch_size=batch_size, shuffle=True if shuffle is None else shuffle)
@@ -748,6 +779,7 @@ def _fit_on_features(
         )
 
 
+@_in_model_scope
 def fit_phases(
     model: keras.Model,
     phases: Sequence[Phase],
@@ -844,20 +876,22 @@ def fit_phases(
 
         apply_l2sp(model, alpha=l2sp)
 
-    # Where to keep the run's state: the BackupAndRestore directory, if any.
-    backup_root = _backup_dir(callbacks)
+    # Where to keep the run's state: the BackupAndRestore directory, if any (restored from
+    # another one on a non-chief worker).
+    backup_root, restore_root = _backup_dirs(callbacks)
     state_path = os.path.join(backup_root, _STATE_FILE) if backup_root else None
     plan = [p.describe() for p in phases]
-    state = _read_state(state_path) if state_path else None
+    state = _read_state(os.path.join(restore_root, _STATE_FILE)) if restore_root else None
     if state is not None and state.get("plan") != plan:
         raise ValueError(
             f"{backup_root} holds the state of a run with a different plan of phases. Resume "
             "with the same phases, or use a new run directory (or delete that backup)."
         )
+    if backup_root:
+        os.makedirs(backup_root, exist_ok=True)
     if state is None:
         state = {"plan": plan, "done": []}
         if backup_root:
-            os.makedirs(backup_root, exist_ok=True)
             _write_state(state_path, state)
 
     history = PhaseHistory()
@@ -873,7 +907,7 @@ def fit_phases(
         last = done[-1]
         skip = [model.optimizer] if model.optimizer is not None else None
         keras.saving.load_weights(
-            model, os.path.join(backup_root, last["weights"]), objects_to_skip=skip
+            model, os.path.join(restore_root, last["weights"]), objects_to_skip=skip
         )
         from tfl.callbacks import restore_checkpoint_best
 
@@ -906,7 +940,7 @@ def fit_phases(
             keras.optimizers.schedules.LearningRateSchedule,
         )
         phase_callbacks = [_PhaseLogs(index, history)]
-        phase_callbacks += _phase_callbacks(callbacks, backup_root, index, scheduled)
+        phase_callbacks += _phase_callbacks(callbacks, backup_root, index, scheduled, restore_root)
         model._initial_epoch = None  # Keras never resets what BackupAndRestore set
         start = epoch
         if feature_cache is not None and phase.trainable is None:
