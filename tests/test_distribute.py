@@ -113,9 +113,9 @@ def test_mirrored_over_two_cpu_devices_fine_tunes_like_the_default_strategy(tmp_
     assert mirrored["test_examples"] == default["test_examples"] == 10
 
 
-# One worker of a two-worker `tfl` run (TF_CONFIG from the test). Worker 1 kills itself at
-# the start of epoch KILL_AT (after the backup of the epoch before); each worker saves its
-# final weights as weights<index>.npz.
+# One worker of a two-worker `tfl` run (TF_CONFIG from the test): two head epochs (cached
+# features), one fine-tuning epoch. Worker 1 kills itself at the start of epoch KILL_AT
+# (after the backup of the epoch before); each worker saves its final weights.
 WORKER_SCRIPT = textwrap.dedent(
     """
     import json, os, signal, sys
@@ -141,7 +141,7 @@ WORKER_SCRIPT = textwrap.dedent(
         "output": os.path.join(out, "run"),
         "data": {"image_size": 32, "batch_size": 5,
                  "max_per_class": {"train": 2, "validation": 1, "test": 1}},
-        "train": {"head_epochs": 1, "finetune_epochs": 2},
+        "train": {"head_epochs": 2, "finetune_epochs": 1},
         "runtime": {"strategy": "multi_worker"},
     })
     result = runner.train(config, verbose=0)
@@ -202,16 +202,16 @@ def test_two_workers_train_alike_only_the_chief_writes_and_a_killed_job_resumes(
     log = lambda index, attempt: (tmp_path / f"worker{index}-{attempt}.log").read_text()  # noqa: E731
     procs = []
     try:
-        # 1. Worker 1 dies at the start of epoch 2 (the second fine-tuning epoch). The chief
-        # cannot go on without it (every step all-reduces); the job is killed, as a
-        # cluster manager would, once the chief has backed up epoch 1 and waits in epoch 2.
-        procs = _start_workers(tmp_path, kill_at=2, attempt=1)
-        _wait(procs, 240, until=lambda: procs[1].poll() is not None and "EPOCH 2" in log(0, 1))
+        # 1. Worker 1 dies at the start of epoch 1, in the middle of the head phase. The
+        # chief cannot go on without it (every step all-reduces); the job is killed, as a
+        # cluster manager would, once the chief has backed up epoch 0 and waits in epoch 1.
+        procs = _start_workers(tmp_path, kill_at=1, attempt=1)
+        _wait(procs, 240, until=lambda: procs[1].poll() is not None and "EPOCH 1" in log(0, 1))
         assert procs[1].poll() == -signal.SIGKILL, log(1, 1)[-3000:]
         procs[0].kill()
         procs[0].wait()
         backup = tmp_path / "run" / "backup"
-        assert json.loads((backup / "phase-1" / "training_metadata.json").read_text())["epoch"] == 2
+        assert json.loads((backup / "phase-0" / "training_metadata.json").read_text())["epoch"] == 1
         # 2. The same job again: both workers resume from the chief's backup and finish.
         procs = _start_workers(tmp_path, kill_at=-1, attempt=2)
         _wait(procs, 240)
@@ -226,9 +226,9 @@ def test_two_workers_train_alike_only_the_chief_writes_and_a_killed_job_resumes(
         "Runtime: MultiWorkerMirroredStrategy (2 replica(s), cpu, chief of 2 workers), "
         "batch 5 per replica = 10 global" in chief
     )
-    # Resumed: the second job ran only epoch 2 (phase 0 and epoch 1 came from the backup).
+    # Resumed: the second job started at epoch 1 (epoch 0 came from the chief's backup).
     for text in (chief, worker):
-        assert [x for x in text.splitlines() if x.startswith("EPOCH")] == ["EPOCH 2"]
+        assert [x for x in text.splitlines() if x.startswith("EPOCH")] == ["EPOCH 1", "EPOCH 2"]
     history = (tmp_path / "run" / "history.csv").read_text().splitlines()
     assert [row.split(",")[0] for row in history[1:]] == ["0", "1", "2"]
     # Every step all-reduced the gradients: both workers end with the same weights, bit for bit.
