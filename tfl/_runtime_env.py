@@ -10,10 +10,14 @@ variables it could not set. Settings the user made win (`os.environ.setdefault`)
 
 - `TF_ENABLE_ONEDNN_OPTS=1` on x86 CPUs without AVX-512, where TensorFlow leaves oneDNN off
   (with AVX-512 it is on already). Measured on a 2-core AMD Zen 3 (issue 8): 1.25-2.2x
-  inference, 1.06-1.5x training. oneDNN reorders floating-point sums, so results differ
-  from the default kernels in the last bits.
-- `TF_CPU_ALLOCATOR_USE_BFC=true`: the BFC allocator instead of malloc churn (1.15-1.7x on
-  that CPU).
+  inference, 1.06-1.5x training. On the 2-core AVX-512 AMD EPYC of
+  `benchmarks/results/runtime.json` (oneDNN on by default) turning it off gave 0.42-0.68x,
+  so it matters. oneDNN reorders floating-point sums: results differ from the default
+  kernels in the last bits.
+- `TF_CPU_ALLOCATOR_USE_BFC=true` (the BFC allocator instead of malloc churn) on the same
+  CPUs: 1.15-1.7x on that Zen 3. On the AVX-512 EPYC three runs gave 0.91-1.14x (noise),
+  so there tfl leaves TensorFlow's defaults alone.
+- Other CPUs (ARM, ...): nothing, not measured.
 
 Re-measure on your CPU with `python benchmarks/runtime.py`; switch them off with
 `TFL_CPU_RUNTIME=off` (or by setting the variables yourself). In a notebook, import tfl
@@ -61,15 +65,14 @@ def recommended_env(flags: set[str] | None = None, machine: str | None = None) -
     >>> from tfl._runtime_env import recommended_env
     >>> recommended_env({"avx2", "fma"}, "x86_64")
     {'TF_CPU_ALLOCATOR_USE_BFC': 'true', 'TF_ENABLE_ONEDNN_OPTS': '1'}
-    >>> recommended_env({"avx2", "avx512f"}, "x86_64")
-    {'TF_CPU_ALLOCATOR_USE_BFC': 'true'}
+    >>> recommended_env({"avx2", "avx512f"}, "x86_64")  # TensorFlow's defaults are right
+    {}
     """
     flags = cpu_flags() if flags is None else flags
     machine = (machine or platform.machine()).lower()
-    env = {"TF_CPU_ALLOCATOR_USE_BFC": "true"}
     if machine in ("x86_64", "amd64") and "avx512f" not in flags:
-        env["TF_ENABLE_ONEDNN_OPTS"] = "1"
-    return env
+        return {"TF_CPU_ALLOCATOR_USE_BFC": "true", "TF_ENABLE_ONEDNN_OPTS": "1"}
+    return {}
 
 
 def apply(environ: MutableMapping[str, str] | None = None, warn: bool = True) -> dict[str, str]:

@@ -255,7 +255,8 @@ class RuntimeConfig:
     """The `runtime:` section: where and how training runs (see `tfl.distribute`).
 
     `data.batch_size` is per replica: under a strategy with R replicas `fit` sees batches of
-    `R x data.batch_size`.
+    `R x data.batch_size`. `multi_worker` needs the same explicit `output` on every worker
+    (the chief writes it; the others resume from its backup).
 
     Example:
     >>> from tfl.config import RuntimeConfig
@@ -269,7 +270,9 @@ class RuntimeConfig:
         "auto (mixed_float16 on GPUs >= 7.0, bfloat16 on TPU, else float32) | float32 | "
         "mixed_float16 | mixed_bfloat16",
     )
-    jit_compile: str | bool = _leaf("auto", "XLA: auto (off on CPU, on with GPUs) | true | false")
+    jit_compile: str | bool = _leaf(
+        "auto", "XLA: auto (off on CPUs; Keras' choice on GPUs/TPUs) | true | false"
+    )
 
 
 @dataclasses.dataclass(frozen=True)

@@ -8,29 +8,33 @@ the model inside `strategy.scope()` and Keras' `fit` distributes the batches.
   CPU devices when there is no GPU, as the tests use), "multi_worker" (reads `TF_CONFIG`) or
   "tpu".
 - `choose_precision(name, strategy)`: "auto" is `mixed_float16` on GPUs with compute
-  capability >= 7 (tensor cores), `mixed_bfloat16` on TPUs, `float32` on CPUs (without
-  AVX-512 BF16 / AMX, bfloat16 ran at 0.5-0.8x here). `set_precision` applies it with
+  capability >= 7 (tensor cores), `mixed_bfloat16` on TPUs, `float32` on CPUs. On a CPU
+  without AVX-512 BF16 / AMX bfloat16 ran at 0.5-0.8x (issue 8); on a 2-core AVX-512-BF16
+  EPYC (`benchmarks/results/runtime.json`) it made MiniLM 1.42x faster to run and 1.30x
+  to fine-tune but MobileNetV2 / EfficientNetB0 0.72-0.91x, so the CPU default stays
+  float32 (text runs on such CPUs may opt in). `set_precision` applies it with
   `keras.mixed_precision.set_global_policy`; tfl heads compute their last layer in float32
   and Keras scales the loss of a `mixed_float16` optimizer, so outputs and losses stay
   float32.
-- `choose_jit_compile(value, strategy)`: "auto" is off on CPUs: on a 2-core CPU XLA made
-  MobileNetV2/V3 and EfficientNetB0 inference 4-8x slower (depthwise convolutions) and
-  ResNet50 1.1x faster (issue 8; `benchmarks/runtime.py` measures it again). On GPUs and TPUs
-  "auto" is Keras' own rule: XLA on for a model on one GPU, off under a multi-device
-  `tf.distribute` strategy (Keras turns it off there), and TPUs compile every step anyway.
-  The GPU choice was not measured here (no GPU was lent); measure it with `--runtime.jit-
-  compile true/false`.
+- `choose_jit_compile(value, strategy)`: "auto" is off on CPUs: XLA made MobileNetV2 and
+  EfficientNetB0 inference 12-14x slower on that EPYC (0.07-0.08x; 4-8x slower on the Zen 3
+  of issue 8: depthwise convolutions) and MiniLM 1.16x faster. On GPUs and TPUs "auto" is
+  Keras' own rule: XLA on for a model on one GPU, off under a multi-device `tf.distribute`
+  strategy (Keras turns it off there), and TPUs compile every step anyway. The GPU choice
+  was not measured here (no GPU was lent); measure it with `--runtime.jit-compile
+  true/false`.
 - Data: `shard(dataset, strategy)` sets the input pipeline's auto-sharding: off on one
-  machine (every replica's slice comes from the same global batch; TensorFlow's "AUTO"
-  rewrite would also reorder a shuffled dataset), by data on several workers (every worker
-  reads the same seeded pipeline and keeps its part of each global batch, so all workers
-  run the same number of steps).
+  machine (there is nothing to split between workers; TensorFlow's "AUTO" rewrite would
+  only re-seed a shuffled pipeline), by data on several workers (every worker reads the
+  same seeded pipeline and keeps its part of each global batch, so all workers run the
+  same number of steps; sharding TFDS's files instead could give them different counts).
 - Several workers: only the chief (worker 0) writes the run directory; `write_dir` gives
   the other workers a temporary directory (TensorFlow's pattern: every worker saves, the
   non-chief copies are thrown away, `remove_write_dir`), and they resume from the chief's
   backup (`tfl.callbacks.BackupAndRestore(restore_dir=...)`).
-- CPU runtime variables (oneDNN, the BFC allocator): `tfl._runtime_env`, applied when tfl
-  is imported before TensorFlow; `runtime_settings()` reports what is in effect.
+- CPU runtime variables (oneDNN, the BFC allocator): `tfl._runtime_env` (re-exported here
+  as `apply_cpu_runtime` / `recommended_cpu_env`), which must run before TensorFlow is
+  imported; `runtime_settings()` reports what is in effect.
 """
 
 from __future__ import annotations
@@ -429,7 +433,7 @@ def set_precision(name: str = "auto", strategy: tf.distribute.Strategy | None = 
 def choose_jit_compile(value: Any = "auto", strategy: tf.distribute.Strategy | None = None):
     """`model.compile(jit_compile=...)` for this device (see the module docstring).
 
-    "auto" is False on CPUs (XLA made depthwise-convolution nets 4-8x slower there) and stays
+    "auto" is False on CPUs (XLA made depthwise-convolution nets 4-14x slower there) and stays
     Keras' "auto" on GPUs and TPUs (on for one GPU, off under a multi-device strategy; TPUs
     always compile); True and False are kept.
 
