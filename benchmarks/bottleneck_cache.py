@@ -33,9 +33,11 @@ import time
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import tfl  # noqa: E402  (before Keras/TensorFlow: tfl sets TensorFlow's CPU variables)
+
+# isort: split
 import keras  # noqa: E402
 
-import tfl  # noqa: E402
 from tfl.cache import FeatureCache, split_at_bases  # noqa: E402
 from tfl.data.images import from_arrays  # noqa: E402
 from tfl.datasets import load_mnist_5k, stratified_split  # noqa: E402

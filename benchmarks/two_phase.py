@@ -27,10 +27,12 @@ import time
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import tfl  # noqa: E402  (before Keras/TensorFlow: tfl sets TensorFlow's CPU variables)
+
+# isort: split
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-import tfl  # noqa: E402
 from tfl.datasets import (  # noqa: E402
     grey_digits_dataset,
     load_mnist_5k,

@@ -40,12 +40,14 @@ import os
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import tfl  # noqa: E402  (before Keras/TensorFlow: tfl sets TensorFlow's CPU variables)
+
+# isort: split
 import time  # noqa: E402
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-import tfl  # noqa: E402
 from tfl import config as config_lib  # noqa: E402
 from tfl import runner  # noqa: E402
 from tfl.freezing import bases_of  # noqa: E402

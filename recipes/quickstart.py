@@ -14,9 +14,11 @@ import os
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import tfl  # noqa: E402  (before Keras/TensorFlow: tfl sets TensorFlow's CPU variables)
+
+# isort: split
 import keras  # noqa: E402
 
-import tfl  # noqa: E402
 from tfl.datasets import grey_digits_dataset, load_mnist_5k, stratified_split  # noqa: E402
 
 # Knobs.

@@ -425,3 +425,45 @@ def test_cpu_runtime_module_loads_without_tensorflow_and_sets_the_variables(tmp_
     assert applied == {"TF_ENABLE_ONEDNN_OPTS": "1"}
     assert seen == {"TF_ENABLE_ONEDNN_OPTS": "1", "TF_CPU_ALLOCATOR_USE_BFC": "false"}
     assert imported == []
+
+
+def test_importing_tfl_sets_the_cpu_variables_before_tensorflow_loads():
+    # `import tfl` is what the `tfl` command, the recipes and a notebook's first cell do. On a
+    # CPU without AVX-512 the variables must be in the environment before TensorFlow is
+    # imported (apply() refuses once it is, so a set variable proves the order).
+    code = textwrap.dedent(
+        f"""
+        import importlib.util, json, os, sys
+        spec = importlib.util.spec_from_file_location("tfl._runtime_env", {_runtime_env.__file__!r})
+        env = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(env)
+        env.cpu_flags = lambda path=None: {{"avx2", "fma"}}
+        env.platform.machine = lambda: "x86_64"
+        sys.modules["tfl._runtime_env"] = env
+        import tfl
+        assert "tensorflow" in sys.modules
+        print(json.dumps({{k: os.environ.get(k) for k in env.recommended_env()}}))
+        """
+    )
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("TF_", "TFL_"))}
+    clean["TF_CPP_MIN_LOG_LEVEL"] = "2"
+    for extra, expected in [
+        ({}, {"TF_ENABLE_ONEDNN_OPTS": "1", "TF_CPU_ALLOCATOR_USE_BFC": "true"}),
+        (
+            {"TF_ENABLE_ONEDNN_OPTS": "0"},
+            {"TF_ENABLE_ONEDNN_OPTS": "0", "TF_CPU_ALLOCATOR_USE_BFC": "true"},
+        ),
+        (
+            {"TFL_CPU_RUNTIME": "off"},
+            {"TF_ENABLE_ONEDNN_OPTS": None, "TF_CPU_ALLOCATOR_USE_BFC": None},
+        ),
+    ]:
+        done = subprocess.run(
+            [sys.executable, "-c", code],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env={**clean, **extra},
+        )
+        assert done.returncode == 0, done.stderr
+        assert json.loads(done.stdout.strip().splitlines()[-1]) == expected, extra

@@ -11,6 +11,13 @@ import os
 # tfl is built on the TensorFlow backend (tf.data, tf.distribute, SavedModel/TFLite export).
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
+# CPU runtime variables TensorFlow reads once, at import (oneDNN and the BFC allocator on x86
+# CPUs without AVX-512; see tfl/_runtime_env.py). Before any TensorFlow import; the user's own
+# settings win, TFL_CPU_RUNTIME=off disables it.
+from tfl import _runtime_env  # noqa: E402
+
+_runtime_env.apply(warn=False)
+
 from tfl import cache, callbacks, data, export, optimizers, regularizers, text  # noqa: E402
 from tfl.backbones import ImageBackbone  # noqa: E402
 from tfl.cache import FeatureCache  # noqa: E402
