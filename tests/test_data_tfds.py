@@ -1,5 +1,7 @@
 import json
 import os
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -70,6 +72,35 @@ def test_second_load_reuses_prepared_files_and_tfds_finds_the_builders(data_dir)
     assert {"mnist5k", "movie_sentences"} <= set(tfds.list_builders(with_community_datasets=False))
     plain = tfds.load("mnist5k", split="train[:3]", data_dir=data_dir, download=False)
     assert [int(x["label"]) for x in plain] == tfl.datasets.load_mnist_5k()[1][:3].tolist()
+
+
+def test_processes_preparing_at_once_wait_for_each_other(tmp_path):
+    # The workers of a multi-worker run on one machine (or parallel test runs) all call
+    # prepare() on a fresh data dir: one writes, the others wait and read the same files.
+    code = (
+        "import sys; from tfl.data import tfds_data; "
+        "b = tfds_data.prepare('mnist5k', sys.argv[1]); "
+        "print(b.info.splits['train'].num_examples)"
+    )
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", code, str(tmp_path)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        for _ in range(3)
+    ]
+    outputs = [p.communicate(timeout=300) for p in procs]
+    for p, (out, err) in zip(procs, outputs, strict=True):
+        assert p.returncode == 0, err[-3000:]
+        assert out.split()[-1] == "5000"
+    variant = tmp_path / "mnist5k" / "1.0.0"
+    assert sorted(f.name for f in variant.iterdir() if "tfrecord" in f.name) == [
+        "mnist5k-train.tfrecord-00000-of-00001"
+    ]
 
 
 def test_prepare_rejects_other_names():

@@ -261,9 +261,30 @@ def prepare(
     builder = OFFLINE_BUILDERS[name](data_dir=data_dir)
     # (`is_prepared` alone logs a warning about a missing folder before the first prepare.)
     if not (builder.data_path.exists() and builder.is_prepared()):
-        with _quiet(verbose):
-            builder.download_and_prepare(download_config=_offline_download_config())
+        # Several processes may prepare at once (the workers of a multi-worker run on one
+        # machine, parallel test runs): one writes, the others wait and then find the files.
+        with _prepare_lock(data_dir, name):
+            if not (builder.data_path.exists() and builder.is_prepared()):
+                with _quiet(verbose):
+                    builder.download_and_prepare(download_config=_offline_download_config())
     return builder
+
+
+@contextlib.contextmanager
+def _prepare_lock(data_dir: str, name: str):
+    """An exclusive lock on `data_dir/.name.lock` (POSIX `flock`; elsewhere no lock)."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: no flock; concurrent first prepares are the user's care.
+        yield
+        return
+    os.makedirs(data_dir, exist_ok=True)
+    with open(os.path.join(data_dir, f".{name}.lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def load(name: str, split: Any = None, data_dir: str | None = None, **tfds_load_kwargs) -> Any:
