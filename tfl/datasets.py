@@ -13,6 +13,7 @@ import os
 import subprocess
 import sys
 import tarfile
+import tempfile
 
 import numpy as np
 
@@ -128,9 +129,14 @@ def movie_sentences_path(download: bool = True) -> str:
             )
         return path
     os.makedirs(data_dir(), exist_ok=True)
-    command = [sys.executable, "-m", "pip", "download", "--no-binary", ":all:", "--no-deps"]
-    command += ["--no-build-isolation", "vadersentiment==3.3.2", "-d", data_dir(), "-q"]
-    result = subprocess.run(command, capture_output=True, text=True)
+    # Fetched into a private folder, then renamed: another process never sees half a file.
+    with tempfile.TemporaryDirectory(dir=data_dir(), prefix=".download-") as tmp:
+        command = [sys.executable, "-m", "pip", "download", "--no-binary", ":all:", "--no-deps"]
+        command += ["--no-build-isolation", "vadersentiment==3.3.2", "-d", tmp, "-q"]
+        result = subprocess.run(command, capture_output=True, text=True)
+        fetched = os.path.join(tmp, VADER_SDIST)
+        if not result.returncode and os.path.exists(fetched):
+            os.replace(fetched, path)
     if result.returncode or not os.path.exists(path):
         raise FileNotFoundError(
             f"Could not fetch the movie-review sentences from PyPI ({result.stderr.strip()[-300:]}). "

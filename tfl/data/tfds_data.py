@@ -267,6 +267,8 @@ def prepare(
             if not (builder.data_path.exists() and builder.is_prepared()):
                 with _quiet(verbose):
                     builder.download_and_prepare(download_config=_offline_download_config())
+            else:  # another process wrote it meanwhile: a builder made now reads its info
+                builder = OFFLINE_BUILDERS[name](data_dir=data_dir)
     return builder
 
 
