@@ -16,6 +16,7 @@ import time
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 from helpers import IMAGE_SHAPE, images
 
 import tfl
@@ -30,11 +31,13 @@ from tfl.distribute import (
     is_chief,
     is_multi_worker,
     shard,
+    split_cpu,
     write_dir,
 )
 
-# `tfl train` twice in one process with two logical CPU devices: the default strategy with
-# batch 20, then MirroredStrategy over both devices with 10 per replica (the same global 20).
+# `tfl train` twice in one process: MirroredStrategy over two logical CPU devices
+# (`--runtime.cpu-devices 2` splits the CPU first) with 10 per replica, then the default
+# strategy with batch 20 (the same global batch).
 # 20 training images make one step per epoch: the two runs then train on the same batches.
 # (With several steps they would not: Keras' `fit` of a model built under a strategy first
 # reads one batch to build it, which starts an extra pass of a reshuffling dataset, so the
@@ -42,21 +45,18 @@ from tfl.distribute import (
 MIRRORED_SCRIPT = textwrap.dedent(
     """
     import json, sys
-    import tensorflow as tf
-    cpu = tf.config.list_physical_devices("CPU")[0]
-    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
     import keras
     import numpy as np
     from tfl import cli
 
     results, weights = {}, {}
-    for name, batch in (("default", "20"), ("mirrored", "10")):
+    for name, batch, devices in (("mirrored", "10", "2"), ("default", "20", "1")):
         run_dir = f"{sys.argv[1]}/{name}"
         code = cli.main([
             "train", "--image-size", "32", "--batch-size", batch,
             "--data.max-per-class", "{train: 2, validation: 1, test: 1}",
             "--epochs-head", "2", "--epochs-finetune", "2",
-            "--runtime.strategy", name, "--output", run_dir,
+            "--runtime.strategy", name, "--runtime.cpu-devices", devices, "--output", run_dir,
         ])
         with open(f"{run_dir}/metrics.json") as f:
             metrics = json.load(f)
@@ -346,6 +346,19 @@ def test_bad_runtime_choices_name_the_value_and_the_fix(monkeypatch):
             get_strategy("multi_worker")
 
 
+def test_cpu_devices_cannot_change_once_tensorflow_started():
+    # This process has run TensorFlow ops already: its CPU devices are fixed. Asking for the
+    # same count is fine; another count says why not and what to do.
+    have = len(tf.config.list_logical_devices("CPU"))
+    assert len(split_cpu(have)) == have
+    with pytest.raises(RuntimeError, match=rf"cpu_devices={have + 1}, but TensorFlow already"):
+        split_cpu(have + 1)
+    with pytest.raises(ValueError, match=r"devices=0; expected a positive integer"):
+        split_cpu(0)
+    with pytest.raises(ValueError, match=r"cpu_devices=2 with strategy='default'"):
+        get_strategy("default", cpu_devices=2)
+
+
 def test_multi_worker_needs_an_explicit_output():
     config = config_lib.from_dict({"runtime": {"strategy": "multi_worker"}})
     with pytest.raises(config_lib.ConfigError, match="output: runtime.strategy multi_worker"):
@@ -360,6 +373,11 @@ def test_multi_worker_needs_an_explicit_output():
         (["--runtime.strategy", "gpus"], "runtime.strategy: received 'gpus'"),
         (["--runtime.precision", "half"], "runtime.precision: received 'half'"),
         (["--runtime.jit-compile", "sometimes"], "runtime.jit_compile: received 'sometimes'"),
+        (["--runtime.cpu-devices", "2"], "runtime.cpu_devices: received 2 with runtime.strategy"),
+        (
+            ["--runtime.strategy", "mirrored", "--runtime.cpu-devices", "0"],
+            "runtime.cpu_devices: received 0; expected a positive integer",
+        ),
     ],
 )
 def test_tfl_train_rejects_bad_runtime_flags(flag, message, tmp_path, capsys):

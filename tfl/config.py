@@ -273,6 +273,11 @@ class RuntimeConfig:
     jit_compile: str | bool = _leaf(
         "auto", "XLA: auto (off on CPUs; Keras' choice on GPUs/TPUs) | true | false"
     )
+    cpu_devices: int = _leaf(
+        1,
+        "with strategy mirrored and no GPU: split the CPU into N logical devices to rehearse "
+        "a multi-device run (same cores, no speed-up); 1 = as TensorFlow has them",
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -1352,7 +1357,17 @@ def _validate_runtime(runtime: RuntimeConfig, output: str | None = None) -> Runt
         jit = jit.lower() == "true"
     if not isinstance(jit, bool):
         jit = _choice("runtime.jit_compile", jit, ("auto",), "Use auto, true or false.")
-    return RuntimeConfig(strategy=strategy, precision=precision, jit_compile=jit)
+    cpu_devices = _int("runtime.cpu_devices", runtime.cpu_devices, 1, 2)
+    if cpu_devices > 1 and strategy != "mirrored":
+        raise ConfigError(
+            "runtime.cpu_devices",
+            f"received {cpu_devices} with runtime.strategy {strategy}; only the mirrored "
+            "strategy uses several CPU devices",
+            "Add --runtime.strategy mirrored, or leave runtime.cpu_devices at 1.",
+        )
+    return RuntimeConfig(
+        strategy=strategy, precision=precision, jit_compile=jit, cpu_devices=cpu_devices
+    )
 
 
 # === Command-line flags ===

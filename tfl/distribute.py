@@ -4,9 +4,9 @@ tfl uses TensorFlow's own distribution engine, no home-made parallelism: build a
 the model inside `strategy.scope()` and Keras' `fit` distributes the batches.
 
 - `get_strategy(name)`: "auto" (a TPU when one is attached, all local GPUs when there are
-  several, else the default strategy), "default", "mirrored" (all local GPUs; several logical
-  CPU devices when there is no GPU, as the tests use), "multi_worker" (reads `TF_CONFIG`) or
-  "tpu".
+  several, else the default strategy), "default", "mirrored" (all local GPUs; without GPUs
+  the CPU's logical devices, `cpu_devices=N` / `split_cpu(N)` to rehearse it on one CPU),
+  "multi_worker" (reads `TF_CONFIG`) or "tpu".
 - `choose_precision(name, strategy)`: "auto" is `mixed_float16` on GPUs with compute
   capability >= 7 (tensor cores), `mixed_bfloat16` on TPUs, `float32` on CPUs. On a CPU
   without AVX-512 BF16 / AMX bfloat16 ran at 0.5-0.8x (issue 8); on a 2-core AVX-512-BF16
@@ -44,6 +44,7 @@ import os
 import shutil
 import tempfile
 import types
+import warnings
 from typing import Any
 
 import keras
@@ -74,6 +75,7 @@ __all__ = [
     "runtime_settings",
     "set_precision",
     "shard",
+    "split_cpu",
     "write_dir",
 ]
 
@@ -128,10 +130,48 @@ def _check_tf_config() -> dict:
     return config
 
 
-def get_strategy(name: str = "auto") -> tf.distribute.Strategy:
+def split_cpu(devices: int) -> list[str]:
+    """Splits the CPU into `devices` logical devices; returns their names.
+
+    For rehearsing `mirrored` on a machine without GPUs (the replicas share the same cores:
+    no speed-up). TensorFlow allows it only before its runtime starts (before the first
+    tensor or op), so call it first thing; calling it again with the same count is fine.
+
+    Example:
+    >>> from tfl.distribute import split_cpu
+    >>> len(split_cpu(len(tf.config.list_logical_devices("CPU"))))  # as they are: no change
+    1
+    """
+    if isinstance(devices, bool) or not isinstance(devices, int) or devices < 1:
+        raise ValueError(f"Received devices={devices!r}; expected a positive integer (e.g. 2).")
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    configured = tf.config.get_logical_device_configuration(cpu)
+    if len(configured or [None]) != devices:
+        try:
+            tf.config.set_logical_device_configuration(
+                cpu, [tf.config.LogicalDeviceConfiguration() for _ in range(devices)]
+            )
+        except RuntimeError:
+            have = len(tf.config.list_logical_devices("CPU"))
+            raise RuntimeError(
+                f"Received cpu_devices={devices}, but TensorFlow already started with {have} "
+                "CPU device(s) in this process, and they cannot change afterwards. Split the "
+                "CPU before creating any tensor or model (the `tfl` command does it first), "
+                "or restart the Python process / notebook kernel."
+            ) from None
+    return [d.name for d in tf.config.list_logical_devices("CPU")]
+
+
+def get_strategy(name: str = "auto", cpu_devices: int = 1) -> tf.distribute.Strategy:
     """The `tf.distribute` strategy for `name` (see the module docstring).
 
     Call it before creating any model; build and compile inside `strategy.scope()`.
+
+    Args:
+        name: one of `STRATEGIES`.
+        cpu_devices: with "mirrored" on a machine without GPUs, split the CPU into this many
+            logical devices first (`split_cpu`); 1 keeps TensorFlow's CPU devices as they
+            are. Ignored, with a warning, where there are GPUs.
 
     Example:
     >>> from tfl.distribute import get_strategy
@@ -147,12 +187,24 @@ def get_strategy(name: str = "auto") -> tf.distribute.Strategy:
     if name == "multi_worker":
         _check_tf_config()
         return tf.distribute.MultiWorkerMirroredStrategy()
-    gpus = tf.config.list_logical_devices("GPU")
+    if cpu_devices != 1 and name != "mirrored":
+        raise ValueError(
+            f"Received cpu_devices={cpu_devices!r} with strategy={name!r}; only 'mirrored' "
+            "uses several CPU devices. Use strategy='mirrored' or cpu_devices=1."
+        )
     if name == "mirrored":
-        if gpus:
+        if tf.config.list_physical_devices("GPU"):
+            if cpu_devices != 1:
+                warnings.warn(
+                    f"cpu_devices={cpu_devices} is ignored: this machine has GPUs, and "
+                    "'mirrored' uses all of them.",
+                    stacklevel=2,
+                )
             return tf.distribute.MirroredStrategy()
-        cpus = [d.name for d in tf.config.list_logical_devices("CPU")]
+        cpus = split_cpu(cpu_devices) if cpu_devices != 1 else None
+        cpus = cpus or [d.name for d in tf.config.list_logical_devices("CPU")]
         return tf.distribute.MirroredStrategy(devices=cpus)
+    gpus = tf.config.list_logical_devices("GPU")
     if name == "auto" and len(gpus) > 1:
         return tf.distribute.MirroredStrategy()
     return tf.distribute.get_strategy()

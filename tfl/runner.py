@@ -273,17 +273,17 @@ def _changed_keys(old: dict, new: dict, prefix: str = "") -> list[str]:
     return changed
 
 
-_STRATEGIES: dict[str, tf.distribute.Strategy] = {}
+_STRATEGIES: dict[tuple[str, int], tf.distribute.Strategy] = {}
 
 
 def strategy(config) -> tf.distribute.Strategy:
     """The `tf.distribute` strategy of `config.runtime.strategy` (one per process and name)."""
     from tfl.distribute import get_strategy
 
-    name = config.runtime.strategy
-    if name not in _STRATEGIES:
-        _STRATEGIES[name] = get_strategy(name)
-    return _STRATEGIES[name]
+    key = (config.runtime.strategy, config.runtime.cpu_devices)
+    if key not in _STRATEGIES:
+        _STRATEGIES[key] = get_strategy(*key)
+    return _STRATEGIES[key]
 
 
 def _jit_compile(config):
