@@ -145,8 +145,8 @@ def split_cpu(devices: int) -> list[str]:
     if isinstance(devices, bool) or not isinstance(devices, int) or devices < 1:
         raise ValueError(f"Received devices={devices!r}; expected a positive integer (e.g. 2).")
     cpu = tf.config.list_physical_devices("CPU")[0]
-    configured = tf.config.get_logical_device_configuration(cpu)
-    if len(configured or [None]) != devices:
+    configured = len(tf.config.get_logical_device_configuration(cpu) or []) or 1
+    if configured != devices:
         try:
             tf.config.set_logical_device_configuration(
                 cpu, [tf.config.LogicalDeviceConfiguration() for _ in range(devices)]
@@ -201,8 +201,9 @@ def get_strategy(name: str = "auto", cpu_devices: int = 1) -> tf.distribute.Stra
                     stacklevel=2,
                 )
             return tf.distribute.MirroredStrategy()
-        cpus = split_cpu(cpu_devices) if cpu_devices != 1 else None
-        cpus = cpus or [d.name for d in tf.config.list_logical_devices("CPU")]
+        if cpu_devices != 1:
+            return tf.distribute.MirroredStrategy(devices=split_cpu(cpu_devices))
+        cpus = [d.name for d in tf.config.list_logical_devices("CPU")]
         return tf.distribute.MirroredStrategy(devices=cpus)
     gpus = tf.config.list_logical_devices("GPU")
     if name == "auto" and len(gpus) > 1:

@@ -307,8 +307,6 @@ def predict_inputs(
     if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
         raise ValueError(f"Received top_k={top_k!r}; expected an integer >= 1 (e.g. --top-k 3).")
     batch_size = run.config.data.batch_size
-    if isinstance(inputs, list):  # strings: one tensor, not a structure of scalars
-        inputs = np.asarray(inputs)
     outputs = predict_arrays(run.model, inputs, batch_size)
     if not isinstance(outputs, dict):
         outputs = {None: outputs}
