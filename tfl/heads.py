@@ -249,6 +249,21 @@ class Head(keras.layers.Layer):
     def compute_output_shape(self, input_shape):
         return tuple(input_shape[:-1]) + (self.units,)
 
+    @property
+    def output_kind(self) -> str:
+        """What the head outputs, one of `OUTPUT_KINDS`: the one place that decides it.
+
+        `"probabilities"` (a softmax over classes), `"scores"` (class scores without a softmax:
+        logits or SVM margins, whose argmax is the class), `"multilabel"` (one sigmoid per
+        label) or `"values"` (regression). Evaluation, prediction and export read it.
+
+        Example:
+        >>> from tfl.heads import ClassificationHead, RegressionHead, SVMHead
+        >>> [h.output_kind for h in (ClassificationHead(3), SVMHead(3), RegressionHead())]
+        ['probabilities', 'scores', 'values']
+        """
+        return PROBABILITIES if self.activation == "softmax" else SCORES
+
     def default_loss(self, label_smoothing: float = 0.0) -> keras.losses.Loss:
         """The loss `compile(loss="auto")` uses with this head.
 
@@ -328,6 +343,8 @@ class MLPHead(ClassificationHead):
 class MultiLabelHead(Head):
     """Multi-label classification: one sigmoid per label, multi-hot 0/1 targets."""
 
+    output_kind = "multilabel"
+
     def __init__(self, num_labels: int = None, activation="sigmoid", **kwargs):
         units = kwargs.pop("units", num_labels)
         super().__init__(units=units, activation=activation, **kwargs)
@@ -348,6 +365,8 @@ class MultiLabelHead(Head):
 @keras.saving.register_keras_serializable(package="tfl")
 class RegressionHead(Head):
     """Regression: linear outputs, mean squared error, mean absolute error metric."""
+
+    output_kind = "values"
 
     def __init__(self, num_outputs: int = 1, **kwargs):
         units = kwargs.pop("units", num_outputs)
@@ -428,6 +447,23 @@ class SVMHead(Head):
         config = super().get_config()
         config.update(squared=self.squared)
         return config
+
+
+PROBABILITIES, SCORES, MULTILABEL, VALUES = "probabilities", "scores", "multilabel", "values"
+OUTPUT_KINDS = (PROBABILITIES, SCORES, MULTILABEL, VALUES)
+# Heads whose outputs name one class per example (their argmax).
+SINGLE_LABEL_KINDS = (PROBABILITIES, SCORES)
+
+
+def output_kind(head) -> str | None:
+    """`head.output_kind` for a tfl `Head`; None for anything else (not known).
+
+    Example:
+    >>> from tfl.heads import SVMHead, output_kind
+    >>> output_kind(SVMHead(2)), output_kind(None)
+    ('scores', None)
+    """
+    return head.output_kind if isinstance(head, Head) else None
 
 
 HEADS = {
