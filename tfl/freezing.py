@@ -21,7 +21,7 @@ import numpy as np
 
 # Groups above the last stage (final conv/norm, pooler): for `top_n` they count with the
 # stage beneath them, so `top_n=1` always means "the last real block and what sits on it".
-_TRAILING_GROUPS = ("top", "pooler", "head")
+TRAILING_GROUPS = ("top", "pooler", "head")
 
 
 class RecompileWarning(UserWarning):
@@ -103,14 +103,14 @@ def _select_groups(names: list[str], groups, top_n) -> list[str]:
         return [n for n in names if n in chosen]
     if not isinstance(top_n, int) or top_n < 0:
         raise ValueError(f"Received top_n={top_n!r}; expected an integer >= 0.")
-    counted = [n for n in names if n not in _TRAILING_GROUPS]
+    counted = [n for n in names if n not in TRAILING_GROUPS]
     if top_n > len(counted):
         raise ValueError(
             f"Received top_n={top_n}, but this base has only {len(counted)} blocks: {counted}."
         )
     keep = set(counted[len(counted) - top_n :]) if top_n else set()
     if top_n:
-        keep |= {n for n in names if n in _TRAILING_GROUPS}
+        keep |= {n for n in names if n in TRAILING_GROUPS}
     return [n for n in names if n in keep]
 
 

@@ -88,7 +88,7 @@ def _bases_are_frozen(bases) -> bool:
     return not any(b.trainable_weights for b in bases)
 
 
-class _TransferTask(keras_hub.models.Task):
+class TransferTask(keras_hub.models.Task):
     """Shared `compile` defaults for tfl tasks (see the module docstring)."""
 
     def _bases(self) -> list[keras.Model]:
@@ -223,7 +223,7 @@ class _TransferTask(keras_hub.models.Task):
 
 
 @keras.saving.register_keras_serializable(package="tfl")
-class ImageClassifier(_TransferTask):
+class ImageClassifier(TransferTask):
     """A pretrained image base under a new head; takes raw 0–255 RGB pixels.
 
     Args:
@@ -258,7 +258,7 @@ class ImageClassifier(_TransferTask):
 
 
 @keras.saving.register_keras_serializable(package="tfl")
-class TextClassifier(_TransferTask):
+class TextClassifier(TransferTask):
     """A pretrained text encoder (keras-hub BERT family) under a new head.
 
     With a `preprocessor` (e.g. `tfl.text.bert_preprocessor(...)`), `fit`/`predict` take raw
@@ -307,7 +307,7 @@ FUSIONS = ("concat", "add", "multiply", "projection")
 
 
 @keras.saving.register_keras_serializable(package="tfl")
-class FusionClassifier(_TransferTask):
+class FusionClassifier(TransferTask):
     """Two (or more) pretrained bases whose features are fused under one head.
 
     Image bases with the same input shape share one image input (two CNNs looking at the
@@ -411,7 +411,7 @@ class FusionClassifier(_TransferTask):
 
 
 @keras.saving.register_keras_serializable(package="tfl")
-class MultiTaskModel(_TransferTask):
+class MultiTaskModel(TransferTask):
     """One shared pretrained base under several named heads, a loss per head.
 
     `fit` takes targets as a dict keyed by head name; `predict` returns a dict.

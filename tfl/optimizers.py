@@ -45,7 +45,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from tfl.freezing import _TRAILING_GROUPS, bases_of, block_groups
+from tfl.freezing import TRAILING_GROUPS, bases_of, block_groups
 
 LearningRateSchedule = keras.optimizers.schedules.LearningRateSchedule
 
@@ -100,7 +100,7 @@ def _group_table(model: keras.Model):
 
 def _decayed(names: list[str], layer_decay: float) -> dict[str, float]:
     """Top block 1.0, the one below `layer_decay`, ...; trailing groups share the block below."""
-    counted = [n for n in names if n not in _TRAILING_GROUPS]
+    counted = [n for n in names if n not in TRAILING_GROUPS]
     depth = {n: len(counted) - 1 - i for i, n in enumerate(counted)}
     values, last = {}, None
     for name in names:

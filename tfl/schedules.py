@@ -499,9 +499,9 @@ def apply_trainable(model: keras.Model, phase: Phase) -> keras.Model:
 
 
 def _compile(model, optimizer, phase: Phase, loss, metrics, compile_kwargs):
-    from tfl.models import _TransferTask
+    from tfl.models import TransferTask
 
-    if isinstance(model, _TransferTask):
+    if isinstance(model, TransferTask):
         model.compile(
             optimizer=optimizer,
             loss=loss,
