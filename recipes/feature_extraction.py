@@ -39,14 +39,11 @@ import os
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import time  # noqa: E402
-
 import numpy as np  # noqa: E402
 
 import tfl  # noqa: E402
 from tfl import config as config_lib  # noqa: E402
-from tfl import runner  # noqa: E402
-from tfl.freezing import bases_of  # noqa: E402
+from tfl.run import Run  # noqa: E402
 
 # %%
 # The recipe this script runs: the defaults of `tfl.config.defaults(RECIPE)`.
@@ -83,7 +80,8 @@ def make_config(argv: list[str] | None = None):
 # %% [markdown]
 # ## The data
 #
-# `runner.load_data` reads `config.data` through `tfl.data` (here the offline TFDS builder
+# `Run.create(config)` builds the run once (run directory, data, model, phases); `run.data`
+# is `config.data` read through `tfl.data` (here the offline TFDS builder
 # `mnist5k`), resized to the base's input and batched; the label map, the per-class counts
 # and anything skipped are written to the run directory.
 
@@ -98,9 +96,9 @@ def show_data(data) -> None:
 # %% [markdown]
 # ## The model: a frozen feature extractor and a linear classifier
 #
-# `runner.build_model` loads the pretrained base (`tfl.ImageBackbone`: ImageNet preprocessing
+# `Run.create` loads the pretrained base (`tfl.ImageBackbone`: ImageNet preprocessing
 # inside, raw 0-255 pixels in, global average pooling out) under the head the config names.
-# `runner.make_phases` gives `tfl.feature_extraction(epochs)`: ONE phase whose trainable set
+# `run.phases` is `tfl.feature_extraction(epochs)`: ONE phase whose trainable set
 # is `None`: the head only, for every epoch.
 
 
@@ -117,14 +115,14 @@ def show_model(model, phases) -> None:
 
 def snapshot(model) -> dict[int, np.ndarray]:
     """A copy of every weight of the base(s), to check later that training left them alone."""
-    return {id(w): w.numpy() for base in bases_of(model) for w in base.weights}
+    return {id(w): w.numpy() for base in tfl.bases_of(model) for w in base.weights}
 
 
 def show_change(model, before: dict[int, np.ndarray]) -> bool:
     """How far training moved each block group (|w - w0| / |w0|); True if nothing moved."""
     print(f"\n{'group':<14} trainable / total params, change since pretrained")
     unchanged = True
-    for base in bases_of(model):
+    for base in tfl.bases_of(model):
         for name, layers in tfl.block_groups(base).items():
             weights = [w for layer in layers for w in layer.weights]
             moved = sum(float(np.sum((w.numpy() - before[id(w)]) ** 2)) for w in weights)
@@ -142,11 +140,11 @@ def show_change(model, before: dict[int, np.ndarray]) -> bool:
 # %% [markdown]
 # ## Train, evaluate, save
 #
-# `runner.fit` runs `tfl.fit_phases`: it freezes the base, compiles, extracts the features
+# `run.fit()` runs `tfl.fit_phases`: it freezes the base, compiles, extracts the features
 # once ("Computed ... feature vectors", or "Loaded ..." on a re-run) and fits the classifier
 # on them, with the standard callbacks (best checkpoint, early stopping, logs). Afterwards the
 # base's weights are compared with the copy taken before training: bit for bit the same.
-# `runner.finish` evaluates the whole model (base + classifier, raw images in) on the test
+# `run.finish()` evaluates the whole model (base + classifier, raw images in) on the test
 # split and writes the run directory.
 
 
@@ -157,25 +155,23 @@ def main(argv: list[str] | None = None) -> dict:
     if args.print_config:
         print(config_lib.to_yaml(config), end="")
         return {"config": config}
-    started = time.time()
-    config, run_dir = runner.prepare(config)
-    data = runner.load_data(config, run_dir)
-    show_data(data)
-    model = runner.build_model(config, data)
-    phases = runner.make_phases(config)
-    show_model(model, phases)
+    run = Run.create(config)
+    show_data(run.data)
+    show_model(run.model, run.phases)
     print(f"Feature cache: {tfl.cache.cache_dir()}")
-    pretrained = snapshot(model)
-    notes: list[str] = []
-    history = runner.fit(config, model, data, phases, run_dir, notes=notes)
-    if show_change(model, pretrained):
+    pretrained = snapshot(run.model)
+    run.fit()
+    if show_change(run.model, pretrained):
         print("The base never trained: its weights are exactly the pretrained ones.")
-    metrics = runner.finish(
-        config, model, data, history, run_dir, seconds=time.time() - started, notes=notes
-    )
-    print(f"\nRun directory: {run_dir}")
-    print(f"Test accuracy: {metrics['accuracy']:.4f}")
-    return {"run_dir": run_dir, "metrics": metrics, "model": model, "config": config}
+    run.finish()
+    print(f"\nRun directory: {run.run_dir}")
+    print(f"Test accuracy: {run.metrics['accuracy']:.4f}")
+    return {
+        "run_dir": run.run_dir,
+        "metrics": run.metrics,
+        "model": run.model,
+        "config": run.config,
+    }
 
 
 # %%

@@ -42,13 +42,11 @@ import os
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import time  # noqa: E402
-
 import numpy as np  # noqa: E402
 
+import tfl  # noqa: E402
 from tfl import config as config_lib  # noqa: E402
-from tfl import runner  # noqa: E402
-from tfl.schedules import apply_trainable  # noqa: E402
+from tfl.run import Run  # noqa: E402
 
 # %%
 # The recipe this script runs: the defaults of `tfl.config.defaults(RECIPE)`.
@@ -117,7 +115,8 @@ def warn_random_weights(config) -> bool:
 # %% [markdown]
 # ## The data
 #
-# `runner.load_data` reads `config.data` through `tfl.data` (here the offline TFDS builder
+# `Run.create(config)` builds the run once (run directory, data, model, phases); `run.data`
+# is `config.data` read through `tfl.data` (here the offline TFDS builder
 # `mnist5k`) at the image size both bases accept, batched; the label map, the per-class
 # counts and anything skipped are written to the run directory.
 
@@ -132,7 +131,7 @@ def show_data(data) -> None:
 # %% [markdown]
 # ## The model: two bases, fused features, one head
 #
-# `runner.build_model` loads both bases (`tfl.ImageBackbone`, each with its own
+# `Run.create` loads both bases (`tfl.ImageBackbone`, each with its own
 # preprocessing) and builds a `tfl.FusionClassifier`: one image input feeds both bases, their
 # pooled features meet in the `fusion` layer, the head reads the result. The phases are
 # `tfl.two_phase`; in phase 2 both bases open (BatchNorm stays frozen in each).
@@ -164,9 +163,9 @@ def show_trainable(model) -> None:
 # %% [markdown]
 # ## Train, evaluate, save
 #
-# `runner.fit` runs `tfl.fit_phases` with the standard callbacks (best checkpoint, early
+# `run.fit()` runs `tfl.fit_phases` with the standard callbacks (best checkpoint, early
 # stopping, logs, backup: re-running with the same `--output` resumes). Phase 1 trains the
-# head on the cached features of both bases; phase 2 fine-tunes both. `runner.finish`
+# head on the cached features of both bases; phase 2 fine-tunes both. `run.finish()`
 # evaluates on the test split and writes the run directory.
 
 
@@ -178,27 +177,28 @@ def main(argv: list[str] | None = None) -> dict:
         print(config_lib.to_yaml(config), end="")
         return {"config": config}
     random = warn_random_weights(config)
-    started = time.time()
-    config, run_dir = runner.prepare(config)
-    data = runner.load_data(config, run_dir)
-    show_data(data)
-    model = runner.build_model(config, data)
-    show_model(model, config.model.weights)
-    phases = runner.make_phases(config)
-    for phase in phases:  # applied here only to show it; fit_phases applies it again
+    random = warn_random_weights(config)
+    run = Run.create(config)
+    show_data(run.data)
+    show_model(run.model, run.config.model.weights)
+    for phase in run.phases:  # applied here only to show it; fit_phases applies it again
         what = "the head only" if phase.trainable is None else f"{phase.trainable!r} of both bases"
         print(f"\nPhase {phase.name!r}: {phase.epochs} epoch(s), trains {what}")
-        show_trainable(apply_trainable(model, phase))
-    notes = ["A base had RANDOM weights (model.weights: none): plumbing check only."] * random
-    history = runner.fit(config, model, data, phases, run_dir, notes=notes)
-    metrics = runner.finish(
-        config, model, data, history, run_dir, seconds=time.time() - started, notes=notes
-    )
+        show_trainable(tfl.apply_trainable(run.model, phase))
+    if random:
+        run.notes.append("A base had RANDOM weights (model.weights: none): plumbing check only.")
+    run.fit()
+    run.finish()
     if random:
         warn_random_weights(config)  # again, next to the number it invalidates
-    print(f"\nRun directory: {run_dir}")
-    print(f"Test accuracy: {metrics['accuracy']:.4f}")
-    return {"run_dir": run_dir, "metrics": metrics, "model": model, "config": config}
+    print(f"\nRun directory: {run.run_dir}")
+    print(f"Test accuracy: {run.metrics['accuracy']:.4f}")
+    return {
+        "run_dir": run.run_dir,
+        "metrics": run.metrics,
+        "model": run.model,
+        "config": run.config,
+    }
 
 
 # %%

@@ -43,15 +43,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import tfl  # noqa: E402  (before Keras/TensorFlow: tfl sets TensorFlow's CPU variables)
 
 # isort: split
-import time  # noqa: E402
-
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 from tfl import config as config_lib  # noqa: E402
-from tfl import runner  # noqa: E402
-from tfl.freezing import bases_of  # noqa: E402
-from tfl.schedules import apply_trainable  # noqa: E402
+from tfl.run import Run  # noqa: E402
 
 # %%
 # The recipe this script runs: the defaults of `tfl.config.defaults(RECIPE)`.
@@ -89,9 +85,11 @@ def make_config(argv: list[str] | None = None):
 # %% [markdown]
 # ## The data
 #
-# `runner.load_data` reads `config.data` through `tfl.data` (here the offline TFDS builder
-# `mnist5k`), resized to the base's input and batched; the label map, the per-class counts
-# and anything skipped are written to the run directory.
+# `Run.create(config)` builds everything the run needs, once: the runtime, the run directory
+# (with `config.yaml`), the data, the model and the phases. The data is `config.data` read
+# through `tfl.data` (here the offline TFDS builder `mnist5k`), resized to the base's input and
+# batched; the label map, the per-class counts and anything skipped are written to the run
+# directory.
 
 
 # %%
@@ -104,10 +102,10 @@ def show_data(data) -> None:
 # %% [markdown]
 # ## The model and its two phases
 #
-# `runner.build_model` loads the pretrained base (`tfl.ImageBackbone`, its ImageNet
-# preprocessing inside the model: it takes raw 0-255 RGB pixels) and puts a new
-# `ClassificationHead` on it. `runner.make_phases` turns `config.train` into
-# `tfl.two_phase(...)`: a list of `tfl.Phase`s, plain data you can print and change.
+# `run.model` is the pretrained base (`tfl.ImageBackbone`, its ImageNet preprocessing inside
+# the model: it takes raw 0-255 RGB pixels) under a new `ClassificationHead`. `run.phases` is
+# `config.train` as `tfl.two_phase(...)`: a list of `tfl.Phase`s, plain data you can print and
+# change.
 #
 # Below, each phase's trainable set is applied once just to show it (`fit_phases` applies it
 # again, then compiles): in phase 1 only the head trains; in phase 2 the base trains too,
@@ -125,11 +123,11 @@ def show_phases(model, phases) -> None:
         print(
             f"\nPhase {phase.name!r}: {phase.epochs} epoch(s), trains {what}, learning rate {rate}"
         )
-        print(tfl.trainable_summary(apply_trainable(model, phase)))
+        print(tfl.trainable_summary(tfl.apply_trainable(model, phase)))
     if phases[-1].trains_base:  # the model is now in the last phase's state
         norms = [
             layer
-            for base in bases_of(model)
+            for base in tfl.bases_of(model)
             for layers in tfl.block_groups(base).values()
             for layer in layers
             if isinstance(layer, keras.layers.BatchNormalization)
@@ -140,13 +138,13 @@ def show_phases(model, phases) -> None:
 
 def snapshot(model) -> dict[int, np.ndarray]:
     """A copy of every weight of the base(s), to measure later how far training moved them."""
-    return {id(w): w.numpy() for base in bases_of(model) for w in base.weights}
+    return {id(w): w.numpy() for base in tfl.bases_of(model) for w in base.weights}
 
 
 def show_change(model, before: dict[int, np.ndarray]) -> None:
     """How far fine-tuning moved each block group: |w - w0| / |w0| over its weights."""
     print(f"\n{'group':<14} trainable / total params, change since pretrained")
-    for base in bases_of(model):
+    for base in tfl.bases_of(model):
         for name, layers in tfl.block_groups(base).items():
             weights = [w for layer in layers for w in layer.weights]
             moved = sum(float(np.sum((w.numpy() - before[id(w)]) ** 2)) for w in weights)
@@ -162,11 +160,11 @@ def show_change(model, before: dict[int, np.ndarray]) -> None:
 # %% [markdown]
 # ## Train, evaluate, save
 #
-# `runner.fit` runs `tfl.fit_phases` with the standard callbacks (best checkpoint, early
+# `run.fit()` runs `tfl.fit_phases` with the standard callbacks (best checkpoint, early
 # stopping, CSV and TensorBoard logs, and a backup: re-running the same command with the same
 # `--output` resumes a killed run). Phase 1 trains on cached features: the first run extracts
 # them once (the "Computed ... feature vectors" line), later runs with the same base, weights
-# and data load them from `tfl.cache.cache_dir()`. `runner.finish` evaluates on the test split
+# and data load them from `tfl.cache.cache_dir()`. `run.finish()` evaluates on the test split
 # and writes `model.keras`, `metrics.json`, `evaluation.json`, the plots and `report.md`.
 
 
@@ -177,26 +175,24 @@ def main(argv: list[str] | None = None) -> dict:
     if args.print_config:
         print(config_lib.to_yaml(config), end="")
         return {"config": config}
-    started = time.time()
-    config, run_dir = runner.prepare(config)
-    data = runner.load_data(config, run_dir)
-    show_data(data)
-    model = runner.build_model(config, data)
-    phases = runner.make_phases(config)
-    show_phases(model, phases)
+    run = Run.create(config)
+    show_data(run.data)
+    show_phases(run.model, run.phases)
     print(f"\nFeature cache for the frozen phase: {tfl.cache.cache_dir()}")
-    notes: list[str] = []
-    pretrained = snapshot(model)
-    history = runner.fit(config, model, data, phases, run_dir, notes=notes)
+    pretrained = snapshot(run.model)
+    run.fit()
     # The low fine-tuning rate bends the pretrained features: each group moves by a small
     # fraction of its size (BatchNorm's moving statistics, in inference mode, not at all).
-    show_change(model, pretrained)
-    metrics = runner.finish(
-        config, model, data, history, run_dir, seconds=time.time() - started, notes=notes
-    )
-    print(f"\nRun directory: {run_dir}")
-    print(f"Test accuracy: {metrics['accuracy']:.4f}")
-    return {"run_dir": run_dir, "metrics": metrics, "model": model, "config": config}
+    show_change(run.model, pretrained)
+    run.finish()
+    print(f"\nRun directory: {run.run_dir}")
+    print(f"Test accuracy: {run.metrics['accuracy']:.4f}")
+    return {
+        "run_dir": run.run_dir,
+        "metrics": run.metrics,
+        "model": run.model,
+        "config": run.config,
+    }
 
 
 # %%

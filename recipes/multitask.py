@@ -37,13 +37,11 @@ import os
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import time  # noqa: E402
-
 import numpy as np  # noqa: E402
 
+import tfl  # noqa: E402
 from tfl import config as config_lib  # noqa: E402
-from tfl import runner  # noqa: E402
-from tfl.schedules import apply_trainable  # noqa: E402
+from tfl.run import Run  # noqa: E402
 
 # %%
 # The recipe this script runs: the defaults of `tfl.config.defaults(RECIPE)`.
@@ -81,9 +79,10 @@ def make_config(argv: list[str] | None = None):
 # %% [markdown]
 # ## The data: one label per task
 #
-# `runner.load_data` reads `config.data` through `tfl.data` (here the offline TFDS builder
-# `mnist5k`) and maps each batch's labels to a dict, one entry per task, computing derived
-# labels on the fly: `{"digit": 7, "parity": 1}`.
+# `Run.create(config)` builds the run once (run directory, data, model, phases); `run.data`
+# is `config.data` read through `tfl.data` (here the offline TFDS builder `mnist5k`), with
+# each batch's labels mapped to a dict, one entry per task (the run's `tfl.tasks.Task`),
+# derived labels computed on the fly: `{"digit": 7, "parity": 1}`.
 
 
 # %%
@@ -101,9 +100,9 @@ def show_data(data, config, examples: int = 8) -> None:
 # %% [markdown]
 # ## The model: one base, a dict of heads
 #
-# `runner.build_model` loads the pretrained base (`tfl.ImageBackbone`, raw 0-255 pixels in)
+# `Run.create` loads the pretrained base (`tfl.ImageBackbone`, raw 0-255 pixels in)
 # and builds a `tfl.MultiTaskModel` with one head per task; its outputs are a dict keyed by
-# task name. `runner.make_phases` gives `tfl.two_phase(...)`.
+# task name. `run.phases` is `tfl.two_phase(...)`.
 
 
 # %%
@@ -115,7 +114,7 @@ def show_model(model, phases) -> None:
         return sum(int(np.prod(w.shape)) for w in weights)
 
     for phase in phases:  # applied here only to show it; fit_phases applies it again
-        apply_trainable(model, phase)
+        tfl.apply_trainable(model, phase)
         base = count(model.backbone.trainable_weights)
         heads = count(model.trainable_weights) - base
         print(
@@ -127,9 +126,9 @@ def show_model(model, phases) -> None:
 # %% [markdown]
 # ## Train, evaluate, save
 #
-# `runner.fit` runs `tfl.fit_phases` with the standard callbacks (best checkpoint, early
+# `run.fit()` runs `tfl.fit_phases` with the standard callbacks (best checkpoint, early
 # stopping on the summed validation loss, logs, backup: re-running with the same `--output`
-# resumes). `runner.finish` evaluates EACH head on the test split (accuracy, per-class F1,
+# resumes). `run.finish()` evaluates EACH head on the test split (accuracy, per-class F1,
 # confusion matrix, calibration: `evaluation.json` has one section per task) and writes the
 # run directory. Its `accuracy` is the mean over the heads; look at each head's own.
 
@@ -141,23 +140,21 @@ def main(argv: list[str] | None = None) -> dict:
     if args.print_config:
         print(config_lib.to_yaml(config), end="")
         return {"config": config}
-    started = time.time()
-    config, run_dir = runner.prepare(config)
-    data = runner.load_data(config, run_dir)
-    show_data(data, config)
-    model = runner.build_model(config, data)
-    phases = runner.make_phases(config)
-    show_model(model, phases)
-    notes: list[str] = []
-    history = runner.fit(config, model, data, phases, run_dir, notes=notes)
-    metrics = runner.finish(
-        config, model, data, history, run_dir, seconds=time.time() - started, notes=notes
-    )
-    print(f"\nRun directory: {run_dir}")
-    for name in config.model.tasks:
-        print(f"Test accuracy ({name}): {metrics[name]['accuracy']:.4f}")
-    print(f"Test accuracy: {metrics['accuracy']:.4f} (mean over the heads)")
-    return {"run_dir": run_dir, "metrics": metrics, "model": model, "config": config}
+    run = Run.create(config)
+    show_data(run.data, run.config)
+    show_model(run.model, run.phases)
+    run.fit()
+    run.finish()
+    print(f"\nRun directory: {run.run_dir}")
+    for name in run.config.model.tasks:
+        print(f"Test accuracy ({name}): {run.metrics[name]['accuracy']:.4f}")
+    print(f"Test accuracy: {run.metrics['accuracy']:.4f} (mean over the heads)")
+    return {
+        "run_dir": run.run_dir,
+        "metrics": run.metrics,
+        "model": run.model,
+        "config": run.config,
+    }
 
 
 # %%

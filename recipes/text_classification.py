@@ -42,12 +42,9 @@ import os
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import time  # noqa: E402
-
 import tfl  # noqa: E402
 from tfl import config as config_lib  # noqa: E402
-from tfl import runner  # noqa: E402
-from tfl.schedules import apply_trainable  # noqa: E402
+from tfl.run import Run  # noqa: E402
 
 # %%
 # The recipe this script runs: the defaults of `tfl.config.defaults(RECIPE)`.
@@ -89,7 +86,8 @@ def make_config(argv: list[str] | None = None):
 # %% [markdown]
 # ## The data
 #
-# `runner.load_data` reads `config.data` through `tfl.data` (here the offline TFDS builder
+# `Run.create(config)` builds the run once (run directory, data, model, phases); `run.data`
+# is `config.data` read through `tfl.data` (here the offline TFDS builder
 # `movie_sentences`: about 10,600 of Pang & Lee's movie-review sentences) as batches of raw
 # strings and integer labels.
 
@@ -107,7 +105,7 @@ def show_data(data, examples: int = 3) -> None:
 # %% [markdown]
 # ## The model: encoder, preprocessor, pooling
 #
-# `runner.build_model` loads the encoder (`tfl.text.load_bert_backbone`), makes its
+# `Run.create` loads the encoder (`tfl.text.load_bert_backbone`), makes its
 # preprocessor with a sequence length chosen from the training sentences
 # (`tfl.data.text_preprocessor`) and builds a `tfl.TextClassifier` with mean pooling. Below:
 # the length it chose and what the preprocessor makes of one sentence.
@@ -131,11 +129,11 @@ def show_model(model, data, chosen: bool) -> None:
 # %% [markdown]
 # ## Train, evaluate, save
 #
-# `runner.make_phases` gives `tfl.two_phase(1, 3)`: phase 1 trains the head on cached
+# `run.phases` is `tfl.two_phase(1, 3)`: phase 1 trains the head on cached
 # sentence embeddings, phase 2 fine-tunes the encoder ("auto" rate: 5e-5 peak for a text
-# base, warmup then cosine decay). `runner.fit` runs them with the standard callbacks (best
+# base, warmup then cosine decay). `run.fit()` runs them with the standard callbacks (best
 # checkpoint, early stopping, logs, backup: re-running with the same `--output` resumes);
-# `runner.finish` evaluates on the test split and writes the run directory.
+# `run.finish()` evaluates on the test split and writes the run directory.
 
 
 # %%
@@ -145,25 +143,23 @@ def main(argv: list[str] | None = None) -> dict:
     if args.print_config:
         print(config_lib.to_yaml(config), end="")
         return {"config": config}
-    started = time.time()
-    config, run_dir = runner.prepare(config)
-    data = runner.load_data(config, run_dir)
-    show_data(data)
-    model = runner.build_model(config, data)
-    show_model(model, data, chosen=config.data.sequence_length == "auto")
-    phases = runner.make_phases(config)
-    for phase in phases:  # applied here only to show it; fit_phases applies it again
+    run = Run.create(config)
+    show_data(run.data)
+    show_model(run.model, run.data, chosen=config.data.sequence_length == "auto")
+    for phase in run.phases:  # applied here only to show it; fit_phases applies it again
         what = "the head only" if phase.trainable is None else f"{phase.trainable!r} of the base"
         print(f"\nPhase {phase.name!r}: {phase.epochs} epoch(s), trains {what}")
-        print(tfl.trainable_summary(apply_trainable(model, phase)))
-    notes: list[str] = []
-    history = runner.fit(config, model, data, phases, run_dir, notes=notes)
-    metrics = runner.finish(
-        config, model, data, history, run_dir, seconds=time.time() - started, notes=notes
-    )
-    print(f"\nRun directory: {run_dir}")
-    print(f"Test accuracy: {metrics['accuracy']:.4f}")
-    return {"run_dir": run_dir, "metrics": metrics, "model": model, "config": config}
+        print(tfl.trainable_summary(tfl.apply_trainable(run.model, phase)))
+    run.fit()
+    run.finish()
+    print(f"\nRun directory: {run.run_dir}")
+    print(f"Test accuracy: {run.metrics['accuracy']:.4f}")
+    return {
+        "run_dir": run.run_dir,
+        "metrics": run.metrics,
+        "model": run.model,
+        "config": run.config,
+    }
 
 
 # %%

@@ -76,9 +76,45 @@ def test_recipe_defaults_differ_where_the_recipe_needs_it():
 
 
 def test_derived_parity_label():
-    derive, names = cfg.DERIVED_LABELS["parity"]
-    assert derive(np.array([0, 1, 2, 7, 8])).tolist() == [0, 1, 0, 1, 0]
-    assert names == ("even", "odd")
+    from tfl.tasks import DERIVED_LABELS
+
+    parity = DERIVED_LABELS["parity"]
+    assert parity.numpy(np.array([0, 1, 2, 7, 8])).tolist() == [0, 1, 0, 1, 0]
+    assert parity.tensor(np.array([0, 1, 2, 7, 8])).numpy().tolist() == [0, 1, 0, 1, 0]
+    assert parity.class_names == ("even", "odd")
+
+
+def test_a_label_column_with_colons_is_parsed_at_its_last_colon_everywhere():
+    from tfl.tasks import Task, parse_label_column
+
+    assert parse_label_column("a:b:parity") == ("a:b", "parity")
+    # Validation and the task description agree: a column that is not the data's label
+    # column is refused before any work (it used to pass validation and crash the run).
+    tasks = {"digit": {"label_column": "label"}, "parity": {"label_column": "a:b:parity"}}
+    with pytest.raises(ConfigError) as error:
+        validate(from_dict({"recipe": "multitask", "model": {"tasks": tasks}}))
+    assert error.value.key == "model.tasks.parity.label_column"
+    assert "'a:b:parity'" in str(error.value) and "data.label_column" in str(error.value)
+    # With that column as the data's label column, the run's targets are computed from it
+    # (this is where the old parsing crashed: it looked up the derivation "b:parity").
+    tasks = {"digit": {"label_column": "a:b"}, "parity": {"label_column": "a:b:parity"}}
+    config = validate(
+        from_dict(
+            {"recipe": "multitask", "data": {"label_column": "a:b"}, "model": {"tasks": tasks}}
+        )
+    )
+    task = Task.from_config(config)
+    assert [(o.name, o.column, o.derivation) for o in task.outputs] == [
+        ("digit", "a:b", None),
+        ("parity", "a:b", "parity"),
+    ]
+    targets = task.targets(np.array([3, 4, 7]))
+    assert targets["digit"].tolist() == [3, 4, 7] and targets["parity"].numpy().tolist() == [
+        1,
+        0,
+        1,
+    ]
+    assert task.class_names(["0", "1"])["parity"] == ["even", "odd"]
 
 
 def test_every_listed_optimizer_is_a_keras_optimizer_name():

@@ -25,6 +25,7 @@ from tfl.callbacks import TransferWarning, lint, standard_callbacks  # noqa: E40
 from tfl.families import ImagePreprocessing, get_spec, list_backbones  # noqa: E402
 from tfl.freezing import (  # noqa: E402
     RecompileWarning,
+    bases_of,
     block_groups,
     freeze,
     trainable_groups,
@@ -62,6 +63,7 @@ from tfl.regularizers import L2SP, apply_l2sp, l2sp_penalty, remove_l2sp  # noqa
 from tfl.schedules import (  # noqa: E402
     Phase,
     PhaseHistory,
+    apply_trainable,
     feature_extraction,
     fine_tune,
     fit_phases,
@@ -99,6 +101,8 @@ __all__ = [
     "__version__",
     "adamw",
     "apply_l2sp",
+    "apply_trainable",
+    "bases_of",
     "block_groups",
     "block_lr_multipliers",
     "cache",

@@ -200,32 +200,28 @@ def _study_parser(sub, name: str, config_lib) -> None:
 
 def train(args: argparse.Namespace) -> int:
     from tfl import config as config_lib
-    from tfl import runner
+    from tfl.run import train as train_run
 
     config = config_lib.from_args(args)  # validated: bad settings stop here, before any work
     if args.print_config:
         print(config_lib.to_yaml(config), end="")
         return EXIT_OK
-    result = runner.train(config)
-    metrics = result["metrics"]
-    run_dir = result["run_dir"]
-    print(f"\nRun directory: {run_dir}")
-    print(f"Model: {os.path.join(run_dir, 'model.keras')}")
-    print(f"Report: {os.path.join(run_dir, 'report.md')}")
-    with open(os.path.join(run_dir, "metrics.json")) as f:
-        summary = json.load(f)
-    if metrics.get("accuracy") is not None:
+    run = train_run(config)
+    print(f"\nRun directory: {run.run_dir}")
+    print(f"Model: {os.path.join(run.run_dir, 'model.keras')}")
+    print(f"Report: {os.path.join(run.run_dir, 'report.md')}")
+    if run.metrics.get("accuracy") is not None:
         print(
-            f"Test accuracy: {metrics['accuracy']:.4f} on the {summary['evaluated_on']} split "
-            f"({summary['seconds_total']:.0f} s in all)"
+            f"Test accuracy: {run.metrics['accuracy']:.4f} on the {run.evaluated_on} split "
+            f"({run.seconds:.0f} s in all)"
         )
     return EXIT_OK
 
 
 def evaluate(args: argparse.Namespace) -> int:
-    from tfl import runner
+    from tfl.run import evaluate_run
 
-    metrics = runner.evaluate_run(args.run_dir, split=args.split, data=args.data)
+    metrics = evaluate_run(args.run_dir, split=args.split, data=args.data)
     print(json.dumps({k: v for k, v in metrics.items() if not isinstance(v, list | dict)}))
     print(f"Wrote {os.path.join(args.run_dir, metrics['file'])}")
     return EXIT_OK
@@ -322,7 +318,7 @@ def predict(args: argparse.Namespace) -> int:
     predictions, problems = predict_lib.predict_files(run, args.files, top_k=args.top_k)
     for problem in problems:
         print(f"tfl predict: skipped {problem}", file=sys.stderr)
-    if predictions and predict_lib.SCORES in run.outputs.values() and not args.json:
+    if predictions and predict_lib.SCORES in predictions[0].outputs.values() and not args.json:
         print(
             "note: this run's head outputs scores (SVM); the numbers shown are a softmax of "
             "the scores, not calibrated probabilities.",

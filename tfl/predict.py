@@ -22,13 +22,12 @@ import sys
 from collections.abc import Iterable, Sequence
 from typing import IO, Any
 
-import keras
 import numpy as np
 
-from tfl import config as config_lib
-from tfl import runner
+from tfl.builders import image_size
+from tfl.heads import SCORES as SCORES_KIND
+from tfl.saved_run import CHECKPOINTS, SavedRun
 
-CHECKPOINTS = {"final": "model.keras", "best": "best.keras"}
 SCORES = "softmax of scores"
 PROBABILITIES = "probabilities"
 STDIN = "-"
@@ -45,57 +44,8 @@ __all__ = [
     "read_texts",
 ]
 
-
-class LoadedRun:
-    """A finished run, ready to predict: see `load_run`.
-
-    The model is loaded on first use (`model`, `outputs`), so inputs can be read and checked
-    first.
-
-    Attributes:
-        run_dir: the run directory.
-        model_path: the model file (`model.keras` or `best.keras`).
-        config: the run's validated `tfl.config.RunConfig`.
-        tasks: output name -> class names; the single output of a one-head model is named
-            `None`, a multitask model has one entry per head.
-    """
-
-    def __init__(
-        self,
-        run_dir: str,
-        model_path: str,
-        config: config_lib.RunConfig,
-        tasks: dict[str | None, list[str]],
-    ):
-        self.run_dir = run_dir
-        self.model_path = model_path
-        self.config = config
-        self.tasks = tasks
-        self._model: keras.Model | None = None
-        self._outputs: dict[str | None, str] | None = None
-
-    @property
-    def model(self) -> keras.Model:
-        """The reloaded Keras model (loaded on first use)."""
-        if self._model is None:
-            self._model = keras.saving.load_model(self.model_path)
-        return self._model
-
-    @property
-    def outputs(self) -> dict[str | None, str]:
-        """Output name -> `"probabilities"` or `"softmax of scores"` (SVM heads)."""
-        if self._outputs is None:
-            if self.config.recipe == "multitask":
-                heads = {name: self.model.heads[name] for name in self.tasks}
-            else:
-                heads = {None: getattr(self.model, "head", None)}
-            self._outputs = {name: _head_kind(head) for name, head in heads.items()}
-        return self._outputs
-
-    @property
-    def is_text(self) -> bool:
-        """Whether the run reads text (else images)."""
-        return runner.is_text(self.config)
+# A finished run opened for prediction is a `tfl.saved_run.SavedRun`.
+LoadedRun = SavedRun
 
 
 @dataclasses.dataclass
@@ -114,32 +64,20 @@ class Prediction:
     outputs: dict[str | None, str]
 
 
-def _head_kind(head) -> str:
-    from tfl.heads import Head, MultiLabelHead, RegressionHead
+def shown_outputs(run: SavedRun) -> dict[str | None, str]:
+    """Output name -> what prediction shows: `"probabilities"`, or `"softmax of scores"`
+    for heads without a softmax (SVM).
 
-    if isinstance(head, MultiLabelHead | RegressionHead):
-        raise ValueError(
-            f"Received a run whose head is a {type(head).__name__}; tfl predict shows classes "
-            "of single-label classification heads (classification, mlp, svm). Load model.keras "
-            "with keras.saving.load_model and call model.predict instead."
-        )
-    if isinstance(head, Head) and head.activation != "softmax":
-        return SCORES
-    return PROBABILITIES
-
-
-def _task_names(config: config_lib.RunConfig, labels: list[str]) -> dict[str | None, list[str]]:
-    if config.recipe != "multitask":
-        return {None: labels}
-    tasks = {}
-    for name, task in config.model.tasks.items():
-        column = task.get("label_column", name)
-        derived = column.split(":", 1)[1] if ":" in column else None
-        tasks[name] = list(config_lib.DERIVED_LABELS[derived][1]) if derived else labels
-    return tasks
+    Raises:
+        ValueError: a head that does not give one class per input (multi-label, regression).
+    """
+    return {
+        name: SCORES if kind == SCORES_KIND else PROBABILITIES
+        for name, kind in run.output_kinds().items()
+    }
 
 
-def load_run(run_dir: str, checkpoint: str = "final") -> LoadedRun:
+def load_run(run_dir: str, checkpoint: str = "final") -> SavedRun:
     """Open a finished run: its class names, configuration and model (loaded on first use).
 
     Args:
@@ -150,36 +88,13 @@ def load_run(run_dir: str, checkpoint: str = "final") -> LoadedRun:
 
     Raises:
         FileNotFoundError: the directory or one of its files is missing.
-        ValueError: an unknown checkpoint, or a head that does not give classes.
+        ValueError: an unknown checkpoint.
 
     Example:
         None that runs in a docstring (it needs a trained run); see
         `tests/test_cli_commands.py`.
     """
-    from tfl.data import LabelMap
-
-    if checkpoint not in CHECKPOINTS:
-        raise ValueError(
-            f"Received checkpoint={checkpoint!r}; expected one of {list(CHECKPOINTS)} "
-            "(final: model.keras, best: best.keras)."
-        )
-    if not os.path.isdir(run_dir):
-        raise FileNotFoundError(
-            f"Received run directory {run_dir!r}, which does not exist. Pass a directory "
-            "written by `tfl train` (it prints `Run directory: ...`)."
-        )
-    model_path = os.path.join(run_dir, CHECKPOINTS[checkpoint])
-    for path in (os.path.join(run_dir, "config.yaml"), model_path):
-        if not os.path.exists(path):
-            raise FileNotFoundError(
-                f"{path} is missing: {run_dir!r} is not a finished tfl run directory (it needs "
-                f"config.yaml, labels.json and {CHECKPOINTS[checkpoint]}, written by `tfl train`)."
-            )
-    config = config_lib.validate(
-        config_lib.from_dict(config_lib.load_yaml(os.path.join(run_dir, "config.yaml")))
-    )
-    labels = LabelMap.load(run_dir).names
-    return LoadedRun(run_dir, model_path, config, _task_names(config, labels))
+    return SavedRun.open(run_dir, checkpoint)
 
 
 def _short_error(error: BaseException) -> str:
@@ -284,7 +199,7 @@ def _top(probs: np.ndarray, names: list[str], k: int) -> list[tuple[str, float]]
 
 
 def predict_inputs(
-    run: LoadedRun, inputs: Any, names: Sequence[str], top_k: int = 1
+    run: SavedRun, inputs: Any, names: Sequence[str], top_k: int = 1
 ) -> list[Prediction]:
     """Predict prepared inputs (images from `read_image`, or strings) with a loaded run.
 
@@ -302,29 +217,31 @@ def predict_inputs(
         None that runs in a docstring (it needs a trained run); see
         `tests/test_cli_commands.py`.
     """
-    from tfl.evaluate import _softmax, predict_arrays
+    from tfl.evaluate import predict_arrays, softmax
 
     if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
         raise ValueError(f"Received top_k={top_k!r}; expected an integer >= 1 (e.g. --top-k 3).")
+    shown = shown_outputs(run)
     batch_size = run.config.data.batch_size
     outputs = predict_arrays(run.model, inputs, batch_size)
     if not isinstance(outputs, dict):
         outputs = {None: outputs}
     probabilities = {}
-    for task, kind in run.outputs.items():
+    for task, kind in shown.items():
         values = np.asarray(outputs[task], dtype=np.float64)
-        probabilities[task] = _softmax(values) if kind == SCORES else values
+        probabilities[task] = softmax(values) if kind == SCORES else values
+    classes = run.class_names
     return [
         Prediction(
             input=name,
-            top={t: _top(p[i], run.tasks[t], top_k) for t, p in probabilities.items()},
-            outputs=dict(run.outputs),
+            top={t: _top(p[i], classes[t], top_k) for t, p in probabilities.items()},
+            outputs=dict(shown),
         )
         for i, name in enumerate(names)
     ]
 
 
-def _text_inputs(run: LoadedRun, lines: list[tuple[str, str]]) -> tuple[Any, list[str]]:
+def _text_inputs(run: SavedRun, lines: list[tuple[str, str]]) -> tuple[Any, list[str]]:
     column = run.config.data.text_column
     names = [where for where, _ in lines]
     if not isinstance(column, tuple | list) or len(column) < 2:
@@ -342,7 +259,7 @@ def _text_inputs(run: LoadedRun, lines: list[tuple[str, str]]) -> tuple[Any, lis
 
 
 def predict_files(
-    run: LoadedRun | str,
+    run: SavedRun | str,
     files: Iterable[str],
     top_k: int = 1,
     stdin: IO[str] | None = None,
@@ -352,7 +269,7 @@ def predict_files(
     A file that cannot be read is skipped and reported; the others are still predicted.
 
     Args:
-        run: a `LoadedRun`, or a run directory (loaded with `load_run`).
+        run: a `SavedRun`, or a run directory (opened with `load_run`).
         files: image files, or text files (one input per non-empty line; "-" reads `stdin`).
         top_k: classes per input and head.
         stdin: where "-" reads from (default `sys.stdin`).
@@ -382,7 +299,7 @@ def predict_files(
             return [], problems
         inputs, names = _text_inputs(run, lines)
     else:
-        size = runner.image_size(run.config)
+        size = image_size(run.config)
         images, names = [], []
         for path in files:
             try:

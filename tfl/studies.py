@@ -36,8 +36,9 @@ from typing import Any
 import keras
 import numpy as np
 
+from tfl import builders
 from tfl import config as config_lib
-from tfl import runner
+from tfl import run as run_lib
 
 CV_FILE, CV_REPORT = "cv.json", "cv.md"
 COMPARE_FILE, COMPARE_REPORT = "compare.json", "compare.md"
@@ -71,7 +72,7 @@ def check_supported(config: config_lib.RunConfig, command: str = "cv") -> None:
     ...     print(str(e)[:66])
     recipe: tfl compare is not supported for recipe 'multitask' (it ha
     """
-    if config.recipe == "multitask":
+    if not config_lib.RECIPE_KINDS[config.recipe].studies:
         raise config_lib.ConfigError(
             "recipe",
             f"tfl {command} is not supported for recipe 'multitask' (it has several heads; "
@@ -120,7 +121,7 @@ def pooled_data(data) -> tuple[Any, np.ndarray]:
     """The train and validation splits of `data` (a `tfl.data.DataSplits`) as arrays.
 
     Args:
-        data: what `tfl.runner.load_data` returns; its batches are read once. The test split
+        data: what `tfl.builders.load_data` returns; its batches are read once. The test split
             is not read.
 
     Returns:
@@ -162,7 +163,7 @@ def pooled_data(data) -> tuple[Any, np.ndarray]:
 
 
 def build_model(config: config_lib.RunConfig, data) -> keras.Model:
-    """`tfl.runner.build_model`: a new model on freshly loaded weights at every call.
+    """`tfl.builders.build_model`: a new model on freshly loaded weights at every call.
 
     Every call builds a new model and loads the pretrained weights afresh (nothing is shared
     between two calls), as cross-validation needs. Image bases take `model.weights` as
@@ -180,7 +181,7 @@ def build_model(config: config_lib.RunConfig, data) -> keras.Model:
     >>> first.output.shape, {id(v) for v in first.weights} & {id(v) for v in second.weights}
     ((None, 2), set())
     """
-    return runner.build_model(config, data)
+    return builders.build_model(config, data)
 
 
 def _announced(
@@ -231,8 +232,8 @@ def _prepare(config: config_lib.RunConfig, command: str):
     config = config_lib.validate(config)
     check_supported(config, command)
     config = dataclasses.replace(config, output=study_dir(config, command))
-    config, run_dir = runner.prepare(config)
-    data = runner.load_data(_unaugmented(config), run_dir)
+    config, run_dir, strategy = run_lib.prepare(config)
+    data = builders.load_data(_unaugmented(config), strategy, run_dir)
     x, y = pooled_data(data)
     return config, run_dir, data, x, y
 
@@ -253,7 +254,7 @@ def cross_validate_config(
     The train and validation splits of `config.data` are pooled (`pooled_data`), split into
     `folds` stratified folds (`tfl.evaluate.stratified_folds`, seeded by `config.seed`), and
     for each fold a new model on freshly loaded pretrained weights (`build_model`) is
-    trained with the configured phases (`tfl.runner.make_phases`) on the other folds and
+    trained with the configured phases (`tfl.builders.make_phases`) on the other folds and
     scored on the held-out one (`tfl.evaluate.cross_validate`, which also refuses a model
     that shares a variable with the previous fold's).
 
@@ -279,7 +280,7 @@ def cross_validate_config(
     _check_folds(folds)
     started = time.time()
     config, run_dir, data, x, y = _prepare(config, "cv")
-    phases = runner.make_phases(config)
+    phases = builders.make_phases(config)
     result = cross_validate(
         _announced(lambda: build_model(config, data), folds, "Fold {i}/{n}: training...", progress),
         x,
