@@ -31,7 +31,7 @@ import nbformat
 
 ROOT = Path(__file__).resolve().parent.parent
 # The recipes that get a notebook (each is recipes/<name>.py -> notebooks/<name>.ipynb).
-NOTEBOOKS = ("image_classification", "text_classification", "feature_extraction")
+NOTEBOOKS = ("quickstart", "image_classification", "text_classification", "feature_extraction")
 MAIN_CELL = 'if __name__ == "__main__":\n    main()'
 
 SETUP_MARKDOWN = """## Setup

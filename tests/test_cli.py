@@ -1,5 +1,4 @@
 import csv
-import importlib.util
 import json
 import os
 import subprocess
@@ -156,16 +155,6 @@ def test_bad_config_exits_2_before_any_work_naming_the_key(kind, capsys, tmp_pat
 def test_evaluate_of_a_missing_run_exits_2(capsys):
     assert cli.main(["evaluate", "/nonexistent/run"]) == cli.EXIT_USAGE
     assert "not a finished tfl run directory" in capsys.readouterr().err
-
-
-@pytest.mark.assets
-def test_quickstart_recipe_smoke_runs():
-    path = os.path.join(os.path.dirname(__file__), "..", "recipes", "quickstart.py")
-    spec = importlib.util.spec_from_file_location("quickstart", path)
-    recipe = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(recipe)
-    accuracy = recipe.main(["--smoke"])
-    assert 0.0 <= accuracy <= 1.0
 
 
 def _logged_phases(run_dir) -> list[int]:

@@ -51,4 +51,3 @@ def test_the_legacy_text_model_keeps_its_optimizer_schedule_and_state():
     assert schedule.get_config()["total_steps"] == 10
     # The optimizer's state came back too: it continues from the saved step.
     assert int(model.optimizer.iterations.numpy()) == 2
-

@@ -277,3 +277,8 @@ def test_notebook_runs_offline_with_smoke(name, tmp_path, kernel_specs):
     assert {s.strip() for s in shown} == expected
     assert outputs_of(notebook.cells[-1], "text/markdown")[0].startswith(f"# {name}")
     assert not os.path.exists(NOTEBOOKS / "runs")  # everything went to --output
+    if name == "quickstart":  # plain Keras over tfl's objects: accelerator picked, exported
+        printed = "".join(o.get("text", "") for c in notebook.cells for o in c.get("outputs", []))
+        assert "Accelerator: cpu, 1 replica(s)" in printed
+        export = json.loads((run_dir / "export" / "export.json").read_text())
+        assert export["passed"] is True and list(export["parity"]) == ["tflite_float32"]

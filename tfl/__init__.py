@@ -73,6 +73,27 @@ from tfl.schedules import (  # noqa: E402
 )
 from tfl.version import __version__  # noqa: E402
 
+# Modules loaded on first use (`tfl.evaluate`, `tfl.run`, ...): `import tfl` stays light.
+_LAZY_MODULES = (
+    "builders",
+    "config",
+    "distribute",
+    "evaluate",
+    "predict",
+    "run",
+    "saved_run",
+    "studies",
+    "tasks",
+)
+
+
+def __getattr__(name: str):
+    if name in _LAZY_MODULES:
+        import importlib
+
+        return importlib.import_module(f"tfl.{name}")
+    raise AttributeError(f"module 'tfl' has no attribute {name!r}")
+
 __all__ = [
     "ClassificationAccuracy",
     "ClassificationCrossentropy",

@@ -51,8 +51,12 @@ def images(n=4, seed=0):
 
 def text_model():
     backbone = keras_hub.models.BertBackbone(
-        vocabulary_size=len(VOCAB), num_layers=2, num_heads=2, hidden_dim=4,
-        intermediate_dim=8, max_sequence_length=8,
+        vocabulary_size=len(VOCAB),
+        num_layers=2,
+        num_heads=2,
+        hidden_dim=4,
+        intermediate_dim=8,
+        max_sequence_length=8,
     )
     tokenizer = keras_hub.tokenizers.BertTokenizer(vocabulary=VOCAB)
     preprocessor = keras_hub.models.BertTextClassifierPreprocessor(tokenizer, sequence_length=8)
