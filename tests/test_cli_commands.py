@@ -159,7 +159,7 @@ def test_compare_budget_defaults_to_the_configured_epochs(monkeypatch, pretraine
 
     monkeypatch.setattr(evaluate, "compare_transfer", fake_compare)
     flags = _study_flags(path) + ["--epochs-head", "2", "--epochs-finetune", "3"]
-    args = cli._parser().parse_args(["compare", *flags, "--output", str(tmp_path / "c")])
+    args = cli.build_parser().parse_args(["compare", *flags, "--output", str(tmp_path / "c")])
     studies.compare_config(config_lib.from_args(args), folds=2)
     assert calls["epochs"] == 5 and calls["folds"] == 2 and calls["batch_size"] == 10
     assert calls["x"].shape == (POOLED, 32, 32, 3) and sorted(set(calls["y"])) == list(range(10))
@@ -393,7 +393,7 @@ def test_cv_and_compare_pool_text_strings(tmp_path, capsys, monkeypatch):
 
     from tfl import studies
 
-    args = cli._parser().parse_args(argv[:1] + ["--recipe", "text_classification"])
+    args = cli.build_parser().parse_args(argv[:1] + ["--recipe", "text_classification"])
     config = config_lib.from_args(args)
     scratch = dataclasses.replace(config, model=dataclasses.replace(config.model, weights="none"))
     data = tfl.data.from_texts(TEXTS, np.arange(len(TEXTS)) % 2, splits=(1.0,))
