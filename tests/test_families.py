@@ -1,10 +1,12 @@
-"""Tests for tfl.families: the keras.applications table, preprocessing, building, block groups."""
+"""Tests for tfl.backbones' family table: preprocessing, registry, building, block groups."""
 
 import dataclasses
 import functools
+import importlib
 import os
 import re
 import socket
+import sys
 import time
 import urllib.request
 
@@ -13,10 +15,12 @@ import numpy as np
 import pytest
 from keras.src.utils import file_utils  # what keras.applications download with
 
-from tfl import families
-from tfl.families import (
+from tfl.backbones import (
     ImagePreprocessing,
+    build,
     build_application,
+    check_input_size,
+    families,
     get_spec,
     group_layers,
     list_backbones,
@@ -129,6 +133,28 @@ def test_input_below_min_size_names_size_and_minimum():
         build_application("inception_v3", input_shape=(74, 120, 3))
 
 
+def test_check_input_size_names_backbone_minimum_and_default_size():
+    check_input_size("inception_v3", 75)
+    check_input_size("inception_v3", None)  # any size
+    with pytest.raises(ValueError, match=r"'inception_v3'.*at least 75 \(received 64\).*299x299"):
+        check_input_size("inception_v3", 64)
+    with pytest.raises(ValueError, match=r"'xception'.*at least 71 \(received 70\)"):
+        check_input_size("xception", 70)
+    with pytest.raises(ValueError, match="Unknown backbone 'resnet5'"):
+        check_input_size("resnet5", 224)
+    # The constructors use the same check: same message, after the shape they received.
+    with pytest.raises(ValueError, match=r"input_shape=\(74, 120, 3\): 'inception_v3'.*299x299"):
+        build_application("inception_v3", input_shape=(74, 120, 3))
+
+
+def test_old_import_path_warns_and_gives_the_same_objects(monkeypatch):
+    monkeypatch.delitem(sys.modules, "tfl.families", raising=False)
+    with pytest.warns(DeprecationWarning, match=r"tfl\.families is now tfl\.backbones"):
+        old = importlib.import_module("tfl.families")
+    assert old.get_spec is get_spec and old.ImagePreprocessing is ImagePreprocessing
+    assert old.FAMILIES is families.FAMILIES and old.group_layers is group_layers
+
+
 def test_input_must_be_rgb_channels_last():
     with pytest.raises(ValueError, match=r"\(3, 32, 32\).*\(height, width, 3\)"):
         build_application("resnet50", input_shape=(3, 32, 32))
@@ -177,7 +203,7 @@ def test_imagenet_download_that_never_answers_times_out(monkeypatch, tmp_path):
     monkeypatch.setattr(
         file_utils, "get_file", functools.partial(file_utils.get_file, cache_dir=str(tmp_path))
     )
-    monkeypatch.setattr(families, "DOWNLOAD_TIMEOUT_S", 0.5)
+    monkeypatch.setattr(build, "DOWNLOAD_TIMEOUT_S", 0.5)
     default_timeout = socket.getdefaulttimeout()
     start = time.monotonic()
     try:

@@ -163,6 +163,20 @@ def test_fusion_of_two_image_bases_shares_the_image_input(fusion, tmp_path):
     assert_keras_round_trip(model, x, tmp_path)
 
 
+def test_check_fusion_is_the_constructors_check():
+    tfl.models.check_fusion("concat", [576, 1280])
+    tfl.models.check_fusion("add", [576, 576])
+    tfl.models.check_fusion("multiply")  # no sizes: the name only
+    with pytest.raises(
+        ValueError, match=r"fusion='sum'.*'concat', 'add', 'multiply', 'projection'"
+    ):
+        tfl.models.check_fusion("sum")
+    with pytest.raises(ValueError, match=r"fusion='add' needs equal feature sizes.*\[576, 1280\]"):
+        tfl.models.check_fusion("add", [576, 1280])
+    with pytest.raises(ValueError, match=r"fusion='sum'"):
+        tfl.FusionClassifier([tiny_image_base(), tiny_image_base()], num_classes=2, fusion="sum")
+
+
 def test_fusion_of_image_and_text_takes_one_input_per_base(tmp_path):
     bert = tiny_bert()
     model = tfl.FusionClassifier(

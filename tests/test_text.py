@@ -1,4 +1,4 @@
-"""tfl.text: presets, tokenizer, preprocessor, mean pooling, and a golden check of MiniLM.
+"""tfl.backbones.text (also `tfl.text`): presets, tokenizer, preprocessor, mean pooling, and a golden check of MiniLM.
 
 The golden values in tests/golden/minilm.json come from the original PyTorch model through
 sentence-transformers and from Hugging Face `tokenizers` (tests/golden/record_minilm.py), never
@@ -6,6 +6,7 @@ from tfl.
 """
 
 import doctest
+import importlib
 import importlib.util
 import json
 import os
@@ -18,7 +19,8 @@ import keras_hub
 import numpy as np
 import pytest
 
-from tfl import text
+import tfl
+from tfl.backbones import text
 
 GOLDEN = os.path.join(os.path.dirname(__file__), "golden", "minilm.json")
 
@@ -216,6 +218,27 @@ def test_real_offline_download_fails_fast(preset, host):
         text.load_bert_backbone(preset)
     # Measured here: ~0.2 s each. Unhandled, hf:// retried with backoff for ~23 s.
     assert time.perf_counter() - start < 10
+
+
+def test_max_sequence_length_reads_local_folders_only(tmp_path):
+    hf, preset = tmp_path / "hf", tmp_path / "preset"
+    hf.mkdir(), preset.mkdir()
+    (hf / "config.json").write_text('{"model_type": "bert", "max_position_embeddings": 64}')
+    (preset / "config.json").write_text('{"config": {"max_sequence_length": 32}}')
+    assert text.max_sequence_length(str(hf)) == 64
+    assert text.max_sequence_length(str(preset)) == 32
+    assert text.max_sequence_length("bert_tiny_en_uncased") is None  # would need a download
+
+
+def test_tfl_text_is_the_text_bases_module_and_the_old_import_warns(monkeypatch):
+    assert tfl.text is text  # the package attribute: the new module itself, no warning
+    monkeypatch.delitem(sys.modules, "tfl.text", raising=False)
+    with pytest.warns(DeprecationWarning, match=r"tfl\.text is now tfl\.backbones\.text"):
+        old = importlib.import_module("tfl.text")
+    assert old is text and tfl.text is text
+    from tfl.text import MeanPooling, load_bert_backbone
+
+    assert load_bert_backbone is text.load_bert_backbone and MeanPooling is text.MeanPooling
 
 
 @pytest.mark.parametrize("bad", [0, 1, -5, 2.5, "64", True, None])

@@ -1,6 +1,7 @@
 """torchvision's ImageNet MobileNetV2 read without torch: checkpoint reader, graph, golden photos."""
 
 import collections
+import importlib
 import importlib.util
 import os
 import pickle
@@ -13,7 +14,7 @@ import keras
 import numpy as np
 import pytest
 
-from tfl import torchvision_mobilenet as tvm
+from tfl.backbones import torchvision as tvm
 
 # === A tiny legacy-format writer (what torch.save did before 1.6), without torch ===
 
@@ -295,3 +296,11 @@ def test_golden_photos_top1(state_dict):
     assert [names[i] for i in GOLDEN.values()] == ["Egyptian cat", "espresso", "moped", "tripod"]
     # Logits, not probabilities: torchvision's classifier has no softmax.
     assert logits.min() < 0 and not np.allclose(logits.sum(-1), 1.0)
+
+
+def test_old_import_path_warns_and_gives_the_same_functions(monkeypatch):
+    monkeypatch.delitem(sys.modules, "tfl.torchvision_mobilenet", raising=False)
+    with pytest.warns(DeprecationWarning, match=r"is now tfl\.backbones\.torchvision"):
+        old = importlib.import_module("tfl.torchvision_mobilenet")
+    assert old.mobilenet_v2_torchvision is tvm.mobilenet_v2_torchvision
+    assert old.read_legacy_torch_checkpoint is tvm.read_legacy_torch_checkpoint

@@ -18,11 +18,13 @@ from tfl import _runtime_env  # noqa: E402
 
 _runtime_env.apply(warn=False)
 
-from tfl import cache, callbacks, data, export, optimizers, regularizers, text  # noqa: E402
-from tfl.backbones import ImageBackbone  # noqa: E402
+# Text bases: `tfl.text` is `tfl.backbones.text` (bound before tfl.data, which reads it).
+from tfl.backbones import text  # noqa: E402, I001
+
+from tfl import cache, callbacks, data, export, optimizers, regularizers  # noqa: E402
+from tfl.backbones import ImageBackbone, ImagePreprocessing, get_spec, list_backbones  # noqa: E402
 from tfl.cache import FeatureCache  # noqa: E402
 from tfl.callbacks import TransferWarning, lint, standard_callbacks  # noqa: E402
-from tfl.families import ImagePreprocessing, get_spec, list_backbones  # noqa: E402
 from tfl.freezing import (  # noqa: E402
     RecompileWarning,
     bases_of,

@@ -16,14 +16,15 @@ again after `tfl.freeze` / `tfl.unfreeze`.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 
 import keras
 import keras_hub
 
 from tfl.backbones import ImageBackbone
+from tfl.backbones.text import MeanPooling
 from tfl.freezing import RecompileWarning
 from tfl.heads import ClassificationHead, Head, MultiLabelHead, get_head
-from tfl.text import MeanPooling
 
 TEXT_POOLINGS = ("mean", "pooled")
 
@@ -304,6 +305,69 @@ class TextClassifier(TransferTask):
 
 
 FUSIONS = ("concat", "add", "multiply", "projection")
+_MERGES = {
+    "concat": keras.layers.Concatenate,
+    "add": keras.layers.Add,
+    "multiply": keras.layers.Multiply,
+    "projection": keras.layers.Add,
+}
+
+
+def check_fusion(fusion: str, feature_dims: Sequence[int] | None = None) -> None:
+    """Raise `ValueError` unless `fusion` is one of `FUSIONS` and suits the bases' feature sizes.
+
+    The one check of `FusionClassifier`'s `fusion` (the constructor calls it), for validation
+    of settings too: `"add"` and `"multiply"` combine the feature vectors element by element,
+    so they need equal feature sizes.
+
+    Args:
+        fusion: `"concat"`, `"add"`, `"multiply"` or `"projection"`.
+        feature_dims: the feature size of each base (e.g. `get_spec(name)[1].feature_dim`), or
+            `None` to check only the name.
+
+    Example:
+    >>> check_fusion("add", [576, 576])
+    >>> check_fusion("add", [576, 1280])
+    Traceback (most recent call last):
+    ...
+    ValueError: fusion='add' needs equal feature sizes; the bases give [576, 1280]. Use
+    fusion='projection' or 'concat'.
+    """
+    if fusion not in FUSIONS:
+        raise ValueError(f"Received fusion={fusion!r}; expected one of {FUSIONS}.")
+    if feature_dims is not None and fusion in ("add", "multiply"):
+        dims = list(feature_dims)
+        if len(set(dims)) > 1:
+            raise ValueError(
+                f"fusion={fusion!r} needs equal feature sizes; the bases give {dims}. "
+                "Use fusion='projection' or 'concat'."
+            )
+
+
+def _features_of_bases(backbones: list, text_pooling: str) -> tuple:
+    """Inputs and one feature vector per base; image bases of one input shape share it."""
+    shared = all(isinstance(b, ImageBackbone) for b in backbones) and (
+        len({tuple(b.input.shape) for b in backbones}) == 1
+    )
+    if shared:
+        inputs = backbones[0].input
+        return inputs, [b(inputs) for b in backbones]
+    inputs, features = [], []
+    for i, b in enumerate(backbones):
+        base_inputs, f = base_features(b, text_pooling, name=f"mean_pooling_{i}")
+        inputs.append(base_inputs)
+        features.append(f)
+    return inputs, features
+
+
+def _fuse(features: list, fusion: str, projection_dim: int):
+    """One fused vector: concatenated, added, multiplied, or projected and added."""
+    if fusion == "projection":
+        features = [
+            keras.layers.Dense(projection_dim, name=f"projection_{i}")(f)
+            for i, f in enumerate(features)
+        ]
+    return _MERGES[fusion](name="fusion")(features)
 
 
 @keras.saving.register_keras_serializable(package="tfl")
@@ -340,8 +404,7 @@ class FusionClassifier(TransferTask):
         backbones = list(backbones)
         if len(backbones) < 2:
             raise ValueError(f"FusionClassifier needs at least two bases; got {len(backbones)}.")
-        if fusion not in FUSIONS:
-            raise ValueError(f"Received fusion={fusion!r}; expected one of {FUSIONS}.")
+        check_fusion(fusion)
         # === Layers ===
         self.backbones = backbones
         self.backbone = None
@@ -350,37 +413,9 @@ class FusionClassifier(TransferTask):
 
         # === Functional Model ===
         self._text_pooling = text_pooling
-        shared = all(isinstance(b, ImageBackbone) for b in backbones) and (
-            len({tuple(b.input.shape) for b in backbones}) == 1
-        )
-        features = []
-        if shared:
-            inputs = backbones[0].input
-            features = [b(inputs) for b in backbones]
-        else:
-            inputs = []
-            for i, b in enumerate(backbones):
-                base_inputs, f = base_features(b, text_pooling, name=f"mean_pooling_{i}")
-                inputs.append(base_inputs)
-                features.append(f)
-        dims = [f.shape[-1] for f in features]
-        if fusion in ("add", "multiply") and len(set(dims)) > 1:
-            raise ValueError(
-                f"fusion={fusion!r} needs equal feature sizes; the bases give {dims}. "
-                "Use fusion='projection' or 'concat'."
-            )
-        if fusion == "projection":
-            features = [
-                keras.layers.Dense(projection_dim, name=f"projection_{i}")(f)
-                for i, f in enumerate(features)
-            ]
-        merge = {
-            "concat": keras.layers.Concatenate,
-            "add": keras.layers.Add,
-            "multiply": keras.layers.Multiply,
-            "projection": keras.layers.Add,
-        }[fusion]
-        fused = merge(name="fusion")(features)
+        inputs, features = _features_of_bases(backbones, text_pooling)
+        check_fusion(fusion, [f.shape[-1] for f in features])
+        fused = _fuse(features, fusion, projection_dim)
         outputs = self.head(fused)
         super().__init__(inputs=inputs, outputs=outputs, **kwargs)
 

