@@ -363,7 +363,8 @@ BAD = {
     "image size below the family minimum": (
         {"model": {"base": "inception_v3"}, "data": {"image_size": 64}},
         "data.image_size",
-        "below the minimum of 75 pixels for 'inception_v3'. Use data.image_size: 75 or more",
+        "'inception_v3' needs height and width of at least 75 (received 64). Raise "
+        "data.image_size to at least that",
     ),
     "augmentation with cache true": (
         {"data": {"augment": ["flip"]}, "train": {"cache": True}},
@@ -469,7 +470,8 @@ BAD = {
             "model": {"base": ["mobilenet_v2_torchvision", "resnet50"], "fusion": "add"},
         },
         "model.fusion",
-        "gives 1280, resnet50 gives 2048. Use model.fusion: concat or projection",
+        "needs equal feature sizes; the bases give [1280, 2048]. Use model.fusion: concat or "
+        "projection",
     ),
     "multitask without tasks": (
         {"recipe": "multitask", "model": {"tasks": {}}},

@@ -8,6 +8,7 @@ import doctest
 import importlib
 import pkgutil
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -24,7 +25,7 @@ def _modules() -> list[str]:
         if info.name in SKIP or info.name.rsplit(".", 1)[-1].startswith("_export_worker"):
             continue
         spec = importlib.util.find_spec(info.name)
-        source = open(spec.origin, encoding="utf-8").read() if spec and spec.origin else ""
+        source = Path(spec.origin).read_text(encoding="utf-8") if spec and spec.origin else ""
         if ">>>" in source and "warn_moved(__name__" not in source:
             names.append(info.name)
     return names

@@ -17,7 +17,8 @@ import pytest
 import tfl  # noqa: F401  (registers tfl's classes)
 
 HERE = os.path.join(os.path.dirname(__file__), "legacy")
-RECORD = json.load(open(os.path.join(HERE, "legacy_models.json")))
+with open(os.path.join(HERE, "legacy_models.json")) as _file:
+    RECORD = json.load(_file)
 TEXTS = np.array(["good movie", "bad movie", "fun fun", "dull movie", "good fun", "bad dull"])
 
 

@@ -71,7 +71,7 @@ def image_size(config: RunConfig) -> int:
     """
     if config.data.image_size:
         return int(config.data.image_size)
-    from tfl.families import get_spec
+    from tfl.backbones import get_spec
 
     return int(get_spec(bases(config)[0])[1].default_size)
 
@@ -293,7 +293,7 @@ def _text_model(config: RunConfig, data) -> keras.Model:
     import tfl
 
     preset = bases(config)[0]
-    backbone = tfl.text.load_bert_backbone(preset, load_weights=config.model.weights != "none")
+    backbone = tfl.backbones.text.load_bert_backbone(preset, load_weights=config.model.weights != "none")
     length = config.data.sequence_length
     preprocessor = tfl.data.text_preprocessor(data, preset, sequence_length=length)
     return tfl.TextClassifier(

@@ -262,12 +262,12 @@ class ImageClassifier(TransferTask):
 class TextClassifier(TransferTask):
     """A pretrained text encoder (keras-hub BERT family) under a new head.
 
-    With a `preprocessor` (e.g. `tfl.text.bert_preprocessor(...)`), `fit`/`predict` take raw
+    With a `preprocessor` (e.g. `tfl.backbones.text.bert_preprocessor(...)`), `fit`/`predict` take raw
     strings. Unlike image bases, the text base runs with the outer `training` flag, so its
     dropout regularises fine-tuning as in BERT's recipe; it has LayerNorm, not BatchNorm.
 
     Args:
-        backbone: a keras-hub text backbone, e.g. `tfl.text.load_bert_backbone()`.
+        backbone: a keras-hub text backbone, e.g. `tfl.backbones.text.load_bert_backbone()`.
         num_classes: number of classes (outputs) for a head given by name.
         head: a `tfl.heads.Head` or a head name (see `ImageClassifier`).
         preprocessor: a keras-hub preprocessor (tokenizer + packer) or None.

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 
+from tfl.backbones.text import MINILM
 from tfl.config.schema import (
     RECIPES,
     ConfigError,
@@ -18,7 +19,6 @@ from tfl.config.schema import (
     TrainConfig,
 )
 from tfl.config.values import did_you_mean, listing
-from tfl.text import MINILM
 
 
 def _image() -> RunConfig:

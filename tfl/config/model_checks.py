@@ -1,7 +1,7 @@
 """Checks of the `model:` section: bases, weights, head, pooling, fusion and tasks.
 
 Which bases exist and how small an image each accepts come from the family table
-(`tfl.families`), the fusion rules from `tfl.models`, the derived labels from `tfl.tasks`:
+(`tfl.backbones`), the fusion rules from `tfl.models`, the derived labels from `tfl.tasks`:
 validation asks them instead of keeping its own copies.
 """
 
@@ -12,6 +12,8 @@ from typing import Any
 
 import keras_hub
 
+from tfl.backbones import check_input_size, get_spec, list_backbones
+from tfl.backbones.text import MINILM
 from tfl.config.files import normalise_key
 from tfl.config.schema import (
     IMAGE_POOLINGS,
@@ -31,11 +33,9 @@ from tfl.config.values import (
     show,
     unknown_key,
 )
-from tfl.families import get_spec, list_backbones
 from tfl.heads import HEADS
-from tfl.models import FUSIONS, TEXT_POOLINGS
+from tfl.models import FUSIONS, TEXT_POOLINGS, check_fusion
 from tfl.tasks import DERIVED_LABELS, parse_label_column
-from tfl.text import MINILM
 
 
 def check_model(model: ModelConfig, kind: RecipeKind, data: DataConfig) -> ModelConfig:
@@ -103,27 +103,30 @@ def _check_fusion(fusion: Any, bases: tuple[str, ...], kind: RecipeKind) -> str:
             f"received {fusion!r}, but {kind.name} has one base and fuses nothing",
             "Remove it, or use recipe: feature_fusion.",
         )
-    if fusion in ("add", "multiply") and kind.bases > 1:
-        dims = [get_spec(b)[1].feature_dim for b in bases]
-        if len(set(dims)) > 1:
+    if kind.bases > 1:
+        try:  # the model's own check (FusionClassifier runs it too)
+            check_fusion(fusion, [get_spec(b)[1].feature_dim for b in bases])
+        except ValueError as error:
             raise ConfigError(
-                "model.fusion",
-                f"{fusion!r} needs equal feature sizes; {bases[0]} gives {dims[0]}, "
-                f"{bases[1]} gives {dims[1]}",
-                "Use model.fusion: concat or projection.",
-            )
+                "model.fusion", _first_sentence(error), "Use model.fusion: concat or projection."
+            ) from None
     return fusion
 
 
+def _first_sentence(error: Exception) -> str:
+    return str(error).split(". ", 1)[0]
+
+
 def _check_image_size(base: str, size: int) -> None:
-    family, variant = get_spec(base)
-    if size < family.min_size:
+    try:  # the backbone's own check (ImageBackbone runs it too)
+        check_input_size(base, size)
+    except ValueError as error:
         raise ConfigError(
             "data.image_size",
-            f"received {size}, below the minimum of {family.min_size} pixels for {base!r}",
-            f"Use data.image_size: {family.min_size} or more (the ImageNet weights were "
-            f"trained at {variant.default_size}; null uses that size).",
-        )
+            _first_sentence(error),
+            "Raise data.image_size to at least that, or set it to null for the size the "
+            "weights were trained at.",
+        ) from None
 
 
 def _check_tasks(tasks: Any, kind: RecipeKind, data: DataConfig) -> dict:
