@@ -304,6 +304,7 @@ def from_arrays(
     counts, problems = _class_counts(arrays, present, label_map)
     warn_missing_classes(problems, "examples")
 
+    # The pipeline's settings, the same for every split (augmentation acts on train only).
     options = {"batch_size": batch_size, "resize": resize, "seed": seed}
     options.update(augment=augment, mixup=mixup, cutmix=cutmix)
     datasets: dict[str, tf.data.Dataset | None] = dict.fromkeys(SPLIT_NAMES)

@@ -471,6 +471,7 @@ def from_folder(
     counts, problems = check_split_classes(y, [members[s] for s in present], present, labels)
     warn_missing_classes(problems, "images")
 
+    # The pipeline's settings, the same for every split (augmentation acts on train only).
     options = {"batch_size": batch_size, "resize": resize, "seed": seed}
     options.update(augment=augment, mixup=mixup, cutmix=cutmix)
     datasets: dict[str, tf.data.Dataset | None] = dict.fromkeys(SPLIT_NAMES)
