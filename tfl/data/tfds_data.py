@@ -118,9 +118,6 @@ def _text_pipeline(
     return mark(ds, augmented=False, fingerprint=make_fingerprint(fingerprint, config))
 
 
-# === The steps of from_tfds ===
-
-
 def _input_feature(info: Any, image_key: str, text_key: str, label_key: str) -> tuple[str, str]:
     """("image" or "text", the input feature's name); raises naming the features there are."""
     features = info.features
