@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import tfl
-import tfl.datasets
+import tfl.data.bundled
 from tfl import text as tfl_text
 from tfl.data.splits import LabelMap
 from tfl.data.text import (
@@ -331,7 +331,7 @@ def test_text_preprocessor_auto_length_from_training_texts_and_cap(tokenizer):
 
 @pytest.mark.assets
 def test_from_texts_preprocessor_and_text_classifier_fit(tokenizer):
-    texts, labels = tfl.datasets.load_movie_sentences()
+    texts, labels = tfl.data.bundled.load_movie_sentences()
     data = from_texts(texts[:24], labels[:24], splits=(0.75, 0.25), batch_size=8)
     preprocessor = text_preprocessor(data)
     # A tiny random BERT sharing MiniLM's vocabulary, so the real tokenizer's ids fit.

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-import tfl.datasets
-from tfl.data import tfds_data
+import tfl.data.bundled
+from tfl.data import tfds_builders, tfds_data
 from tfl.data.splits import LabelMap, cap_per_class
 from tfl.data.tfds_data import from_tfds
 
@@ -21,7 +21,7 @@ def data_dir(tmp_path_factory):
 
 
 def test_mnist5k_builder_matches_the_csv(data_dir):
-    builder = tfds_data.prepare("mnist5k", data_dir)
+    builder = tfds_builders.prepare("mnist5k", data_dir)
     info = builder.info
     assert info.splits["train"].num_examples == 5000
     assert info.features["label"].names == [str(d) for d in range(10)]
@@ -34,7 +34,7 @@ def test_mnist5k_builder_matches_the_csv(data_dir):
     )
     assert images.shape == (5000, 28, 28, 1) and images.dtype == np.uint8
     assert np.bincount(labels).tolist() == [500] * 10
-    csv_images, csv_labels = tfl.datasets.load_mnist_5k()
+    csv_images, csv_labels = tfl.data.bundled.load_mnist_5k()
     # File order is kept: example i is row i of the csv, pixel for pixel.
     np.testing.assert_array_equal(images[0, ..., 0], csv_images[0])
     np.testing.assert_array_equal(images[-1, ..., 0], csv_images[-1])
@@ -54,13 +54,13 @@ def test_movie_sentences_builder_counts_labels_and_scores(data_dir):
         and -4.0 <= rows["score"].min() < 0 < rows["score"].max() <= 4
     )
     assert rows["id"][:2].tolist() == [b"1", b"2"]
-    texts, labels = tfl.datasets.load_movie_sentences(download=False)
+    texts, labels = tfl.data.bundled.load_movie_sentences(download=False)
     assert rows["text"][0].decode() == texts[0]
     np.testing.assert_array_equal(rows["label"], labels)
 
 
 def test_second_load_reuses_prepared_files_and_tfds_finds_the_builders(data_dir):
-    tfds_data.prepare("mnist5k", data_dir)
+    tfds_builders.prepare("mnist5k", data_dir)
     variant = os.path.join(data_dir, "mnist5k", "1.0.0")
     record = os.path.join(variant, "mnist5k-train.tfrecord-00000-of-00001")
     before = {f: os.stat(os.path.join(variant, f)).st_mtime_ns for f in os.listdir(variant)}
@@ -71,15 +71,15 @@ def test_second_load_reuses_prepared_files_and_tfds_finds_the_builders(data_dir)
     # Importing the module registered the builders with TFDS itself.
     assert {"mnist5k", "movie_sentences"} <= set(tfds.list_builders(with_community_datasets=False))
     plain = tfds.load("mnist5k", split="train[:3]", data_dir=data_dir, download=False)
-    assert [int(x["label"]) for x in plain] == tfl.datasets.load_mnist_5k()[1][:3].tolist()
+    assert [int(x["label"]) for x in plain] == tfl.data.bundled.load_mnist_5k()[1][:3].tolist()
 
 
 def test_processes_preparing_at_once_wait_for_each_other(tmp_path):
     # The workers of a multi-worker run on one machine (or parallel test runs) all call
     # prepare() on a fresh data dir: one writes, the others wait and read the same files.
     code = (
-        "import sys; from tfl.data import tfds_data; "
-        "b = tfds_data.prepare('mnist5k', sys.argv[1]); "
+        "import sys; from tfl.data import tfds_builders; "
+        "b = tfds_builders.prepare('mnist5k', sys.argv[1]); "
         "print(b.info.splits['train'].num_examples)"
     )
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
@@ -105,7 +105,7 @@ def test_processes_preparing_at_once_wait_for_each_other(tmp_path):
 
 def test_prepare_rejects_other_names():
     with pytest.raises(ValueError, match=r"name='mnist'.*\['mnist5k', 'movie_sentences'\]"):
-        tfds_data.prepare("mnist")
+        tfds_builders.prepare("mnist")
 
 
 # --- from_tfds ---
@@ -147,7 +147,7 @@ def test_from_tfds_mnist5k_carves_stable_disjoint_splits(data_dir):
         for images, labels in parts
         for img, lab in zip(images, labels, strict=True)
     )
-    csv_images, csv_labels = tfl.datasets.load_mnist_5k()
+    csv_images, csv_labels = tfl.data.bundled.load_mnist_5k()
     expected = sorted(
         i.tobytes() + bytes([int(lab)]) for i, lab in zip(csv_images, csv_labels, strict=True)
     )
@@ -184,7 +184,7 @@ def test_from_tfds_split_strings_used_as_given(data_dir):
     assert data.validation is None
     assert data.info["num_examples"] == {"train": 2500, "test": 2500}
     first = next(iter(data.test))[1].numpy()
-    np.testing.assert_array_equal(first, tfl.datasets.load_mnist_5k()[1][2500 : 2500 + 32])
+    np.testing.assert_array_equal(first, tfl.data.bundled.load_mnist_5k()[1][2500 : 2500 + 32])
     with pytest.raises(ValueError, match=r"split='train\[:50%\]'.*dict"):
         from_tfds("mnist5k", data_dir=data_dir, split="train[:50%]")
     with pytest.raises(ValueError, match="split test='tset'.*cannot read"):
@@ -221,7 +221,7 @@ def test_from_tfds_errors_are_fast_and_clear(data_dir, tmp_path, monkeypatch):
 
 
 def test_from_tfds_mnist5k_default_caps_give_balanced_disjoint_splits(data_dir):
-    tfds_data.prepare("mnist5k", data_dir)  # time the capped call, not the one-off prepare
+    tfds_builders.prepare("mnist5k", data_dir)  # time the capped call, not the one-off prepare
     caps = {"train": 50, "validation": 50, "test": 100}
     start = time.perf_counter()
     data = from_tfds("mnist5k", 32, data_dir=data_dir, max_per_class=caps, batch_size=500)

@@ -20,6 +20,7 @@ import hashlib
 import json
 import numbers
 import os
+import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
@@ -277,6 +278,23 @@ def check_split_classes(
                 if c == 0
             ]
     return counts, problems
+
+
+def warn_missing_classes(problems: list[str], what: str, stacklevel: int = 3) -> None:
+    """One warning for all classes missing from a split (the full list is in `info`).
+
+    `what` names the examples ("images"); `stacklevel` is `warnings.warn`'s, counted from here
+    (3: the caller of the loader that calls this).
+    """
+    if not problems:
+        return
+    more = (
+        f" (and {len(problems) - 3} more; see info['class_warnings'])" if len(problems) > 3 else ""
+    )
+    warnings.warn(
+        f"{'; '.join(problems[:3])}{more}. Add {what} of these classes or change the split.",
+        stacklevel=stacklevel,
+    )
 
 
 MaxPerClass = int | Mapping[str, int | None] | None

@@ -12,15 +12,15 @@ seed, so appending rows to a file never moves an old row between train / validat
 duplicates of one text always land in the same split (no train/test leakage through repeated
 sentences). Bad rows (empty text, missing label, malformed JSON) are skipped, listed in
 `data.report` (`bad_inputs.txt` in `run_dir`) and warned about once; never dropped silently.
+
+Reading the files is `tfl.data.text_files`; labels, splits, caps and datasets from the rows are
+`tfl.data.text_splits`.
 """
 
 from __future__ import annotations
 
-import csv
-import json
 import math
 import os
-import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -35,352 +35,15 @@ from tfl.data.splits import (
     LabelMap,
     MaxPerClass,
     as_fractions,
-    cap_splits,
-    check_split_classes,
-    hash_split,
-    make_fingerprint,
-    mark,
     resolve_max_per_class,
 )
+from tfl.data.text_files import Rows, add_row, check_columns, read_csv_rows, read_jsonl_rows
+from tfl.data.text_splits import build_splits, encode_labels, label_map_for, split_rows
 
 DEFAULT_SPLITS = (0.8, 0.1, 0.1)
-# Joins the fields of a text pair into one hash key; a control character no text contains.
-_PAIR_SEPARATOR = "\x1f"
 
 
-# === Reading files ===
-
-
-class _Rows:
-    """Rows read from one file: texts (tuples for pairs), label strings and where each came from."""
-
-    def __init__(self, source: str):
-        self.source = source
-        self.texts: list[tuple[str, ...]] = []
-        self.labels: list[Any] = []
-        self.where: list[str] = []
-
-
-def _check_columns(value: str | Sequence[str], name: str) -> list[str]:
-    columns = [value] if isinstance(value, str) else list(value)
-    if not columns or not all(isinstance(c, str) and c for c in columns):
-        raise ValueError(
-            f"Received {name}={value!r}; expected a column name or a list of column names."
-        )
-    return columns
-
-
-def _open_text(path: str, encoding: str):
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"No such file: {path!r}. Pass the path of an existing file.")
-    return open(path, encoding=encoding, newline="")
-
-
-def _decode_error(path: str, encoding: str, error: UnicodeDecodeError) -> ValueError:
-    return ValueError(
-        f"Could not read {path!r} as {encoding!r} ({error.reason} at byte {error.start}). "
-        "Pass the file's encoding, e.g. encoding='utf-8-sig', 'latin-1' or 'cp1252'."
-    )
-
-
-def _delimiter_for(path: str, delimiter: str | None) -> str:
-    if delimiter is not None:
-        if not isinstance(delimiter, str) or len(delimiter) != 1:
-            raise ValueError(f"Received delimiter={delimiter!r}; expected one character.")
-        return delimiter
-    return "\t" if path.lower().endswith((".tsv", ".tab")) else ","
-
-
-def _is_blank(value: Any) -> bool:
-    return value is None or (isinstance(value, str) and not value.strip())
-
-
-def _add_row(
-    rows: _Rows,
-    report: BadInputReport,
-    where: str,
-    texts: Sequence[Any],
-    label: Any,
-) -> None:
-    """Keeps a row, or records why it is skipped (empty text, missing label)."""
-    if any(_is_blank(t) for t in texts):
-        report.add(where, "empty text")
-    elif _is_blank(label):
-        report.add(where, "empty label")
-    elif isinstance(label, (list, dict)):
-        report.add(where, f"label {label!r} is not a single value")
-    else:
-        rows.texts.append(tuple(str(t) for t in texts))
-        rows.labels.append(label)
-        rows.where.append(where)
-
-
-def _read_csv(
-    path: str,
-    text_columns: list[str],
-    label_column: str,
-    delimiter: str | None,
-    encoding: str,
-    report: BadInputReport,
-) -> _Rows:
-    rows = _Rows(path)
-    try:
-        with _open_text(path, encoding) as f:
-            reader = csv.reader(f, delimiter=_delimiter_for(path, delimiter))
-            header = next(reader, None)
-            if header is None:
-                raise ValueError(f"{path!r} is empty; expected a header row and data rows.")
-            if header and header[0].startswith("\ufeff"):  # a byte-order mark read as utf-8
-                header[0] = header[0][1:]
-            header = [h.strip() for h in header]
-            missing = [c for c in [*text_columns, label_column] if c not in header]
-            if missing:
-                raise ValueError(
-                    f"Column {missing[0]!r} is not in {path!r}; its columns are {header}. "
-                    "Pass one of them (text_column=..., label_column=...), or check the "
-                    "delimiter (delimiter=...)."
-                )
-            text_index = [header.index(c) for c in text_columns]
-            label_index = header.index(label_column)
-            for number, record in enumerate(reader, start=2):  # the header is row 1
-                if not record or all(not field.strip() for field in record):
-                    continue  # blank lines hold no example
-                where = f"{path} row {number}"
-                if len(record) > len(header):
-                    report.add(
-                        where,
-                        f"{len(record)} fields but the header has {len(header)} (quote texts "
-                        "that contain the delimiter)",
-                    )
-                    continue
-                record = record + [""] * (len(header) - len(record))
-                _add_row(rows, report, where, [record[i] for i in text_index], record[label_index])
-    except UnicodeDecodeError as e:
-        raise _decode_error(path, encoding, e) from e
-    return rows
-
-
-def _read_jsonl(
-    path: str,
-    text_keys: list[str],
-    label_key: str,
-    encoding: str,
-    report: BadInputReport,
-) -> _Rows:
-    rows = _Rows(path)
-    seen_keys: set[str] = set()
-    found = {key: False for key in [*text_keys, label_key]}
-    lines = 0
-    try:
-        with _open_text(path, encoding) as f:
-            for number, line in enumerate(f, start=1):
-                if not line.strip():
-                    continue
-                lines += 1
-                where = f"{path} row {number}"
-                try:
-                    item = json.loads(line)
-                except json.JSONDecodeError as e:
-                    report.add(where, f"malformed JSON ({e.msg} at column {e.colno})")
-                    continue
-                if not isinstance(item, dict):
-                    report.add(where, f"a JSON {type(item).__name__}, not an object")
-                    continue
-                seen_keys.update(item)
-                for key in found:
-                    found[key] = found[key] or key in item
-                _add_row(rows, report, where, [item.get(k) for k in text_keys], item.get(label_key))
-    except UnicodeDecodeError as e:
-        raise _decode_error(path, encoding, e) from e
-    if lines == 0:
-        raise ValueError(f"{path!r} is empty; expected one JSON object per line.")
-    missing = [key for key, present in found.items() if not present]
-    if missing and seen_keys:
-        raise ValueError(
-            f"Key {missing[0]!r} is in no row of {path!r}; its rows have the keys "
-            f"{sorted(seen_keys)}. Pass one of them (text_key=..., label_key=...)."
-        )
-    return rows
-
-
-# === Labels, splits and datasets ===
-
-
-def _int_like(value: Any) -> bool:
-    if isinstance(value, (bool, np.bool_)):
-        return False
-    if isinstance(value, (int, np.integer)):
-        return True
-    if isinstance(value, (float, np.floating)):
-        return float(value).is_integer()  # JSON numbers such as 1.0
-    return isinstance(value, str) and value.strip().lstrip("-").isdigit()
-
-
-def _label_map(values: Sequence[Any], labels: LabelMap | Sequence[str] | None) -> LabelMap:
-    if isinstance(labels, LabelMap):
-        return labels
-    if labels is not None:
-        return LabelMap(labels)
-    if values and all(_int_like(v) for v in values):
-        return LabelMap.from_values([int(v) for v in values])  # 2 before 10
-    return LabelMap.from_values([str(v).strip() for v in values])
-
-
-def _encode(labels: LabelMap, values: Sequence[Any], where: Sequence[str]) -> np.ndarray:
-    """Class indices; labels read as text ("0", "1") index a map of non-numeric names."""
-    names = set(labels.names)
-    cleaned = []
-    for v in values:
-        name = v.strip() if isinstance(v, str) else v
-        if isinstance(name, str) and name not in names and _int_like(name):
-            name = int(name)
-        cleaned.append(name)
-    array = np.empty(len(cleaned), dtype=object)
-    array[:] = cleaned
-    return labels.encode(array, where=list(where))
-
-
-def _split_key(texts: tuple[str, ...]) -> str:
-    return _PAIR_SEPARATOR.join(texts)
-
-
-def _check_fractions(splits: Sequence[float]) -> tuple[float, ...]:
-    return as_fractions(splits)
-
-
-def _check_batch_size(batch_size: int) -> int:
-    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)):
-        raise ValueError(f"Received batch_size={batch_size!r}; expected a positive int.")
-    if batch_size < 1:
-        raise ValueError(f"Received batch_size={batch_size}; expected a positive int.")
-    return int(batch_size)
-
-
-def _dataset(
-    texts: list[tuple[str, ...]],
-    y: np.ndarray,
-    pair: bool,
-    train: bool,
-    seed: int,
-    batch_size: int,
-) -> tf.data.Dataset:
-    columns = [np.array([t[i] for t in texts], dtype=object) for i in range(len(texts[0]))]
-    x = (
-        tuple(tf.constant(c, dtype=tf.string) for c in columns)
-        if pair
-        else tf.constant(columns[0], dtype=tf.string)
-    )
-    ds = tf.data.Dataset.from_tensor_slices((x, tf.constant(y, dtype=tf.int64)))
-    if train:
-        ds = ds.shuffle(len(texts), seed=seed, reshuffle_each_iteration=True)
-    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
-
-
-def _build(
-    parts: dict[str, _Rows],
-    *,
-    labels: LabelMap | Sequence[str] | None,
-    seed: int,
-    batch_size: int,
-    report: BadInputReport,
-    info: dict[str, Any],
-    run_dir: str | None,
-    stacklevel: int,
-    max_per_class: MaxPerClass = None,
-) -> DataSplits:
-    """Encodes labels, caps per class, builds the datasets, checks classes, warns once, saves."""
-    batch_size = _check_batch_size(batch_size)
-    all_values = [v for rows in parts.values() for v in rows.labels]
-    label_map = _label_map(all_values, labels)
-    pair = info["segments"] > 1
-    datasets: dict[str, tf.data.Dataset | None] = dict.fromkeys(SPLIT_NAMES)
-    ys = {name: _encode(label_map, rows.labels, rows.where) for name, rows in parts.items()}
-    # Cap after the split and before shuffling, keyed by the text like the split itself.
-    kept, cap_info = cap_splits(
-        {name: np.arange(len(rows.texts)) for name, rows in parts.items()},
-        ys,
-        {name: [_split_key(t) for t in rows.texts] for name, rows in parts.items()},
-        max_per_class,
-        seed,
-        label_map,
-    )
-    for name, idx in kept.items():
-        rows = parts[name]
-        if len(idx) < len(rows.texts):
-            part = _Rows(rows.source)
-            part.texts = [rows.texts[i] for i in idx]
-            part.labels = [rows.labels[i] for i in idx]
-            part.where = [rows.where[i] for i in idx]
-            parts[name], ys[name] = part, ys[name][idx]
-    for name, rows in parts.items():
-        y = ys[name]
-        if not rows.texts:
-            continue
-        fingerprint = make_fingerprint(
-            "tfl.data.text",
-            name,
-            [list(t) for t in rows.texts],
-            y,
-            label_map.names,
-            batch_size,
-            seed if name == "train" else None,
-        )
-        ds = _dataset(rows.texts, y, pair, name == "train", seed, batch_size)
-        datasets[name] = mark(ds, augmented=False, fingerprint=fingerprint)
-    names = list(ys)
-    y_all = np.concatenate([ys[n] for n in names]) if names else np.zeros(0, np.int64)
-    offsets = np.cumsum([0] + [len(ys[n]) for n in names])
-    index_parts = [np.arange(offsets[i], offsets[i + 1]) for i in range(len(names))]
-    class_counts, problems = check_split_classes(y_all, index_parts, names, label_map)
-    info.update(
-        num_examples={n: len(parts[n].texts) for n in names},
-        counts=class_counts,
-        max_per_class=cap_info,
-        skipped=report.count,
-        classes=label_map.names,
-        class_warnings=problems,
-        seed=seed,
-        batch_size=batch_size,
-    )
-    report.total = len(y_all) + report.count
-    messages = []
-    if report.count:
-        messages.append(report.summary())
-    messages += problems
-    if messages:
-        warnings.warn(" ".join(messages), stacklevel=stacklevel)
-    data = DataSplits(
-        datasets["train"],
-        datasets["validation"],
-        datasets["test"],
-        labels=label_map,
-        report=report,
-        info=info,
-    )
-    if run_dir is not None:
-        data.save(run_dir)
-    return data
-
-
-def _split_rows(rows: _Rows, fractions: tuple[float, ...], seed: int) -> dict[str, _Rows]:
-    keys = [_split_key(t) for t in rows.texts]
-    indices = hash_split(keys, fractions, seed=seed)
-    parts = {}
-    for name, fraction, idx in zip(SPLIT_NAMES, fractions, indices, strict=True):
-        if fraction == 0:
-            continue
-        if len(idx) == 0:
-            raise ValueError(
-                f"The {name} split is empty: {len(rows.texts)} rows from {rows.source} were "
-                f"split with fractions {fractions}. Add rows, or set the {name} fraction to 0 "
-                "(e.g. splits=(0.9, 0.1, 0.0))."
-            )
-        part = _Rows(rows.source)
-        part.texts = [rows.texts[i] for i in idx]
-        part.labels = [rows.labels[i] for i in idx]
-        part.where = [rows.where[i] for i in idx]
-        parts[name] = part
-    return parts
+# === Reading files into splits ===
 
 
 def _load_files(
@@ -396,6 +59,8 @@ def _load_files(
     info: dict[str, Any],
     max_per_class: MaxPerClass = None,
 ) -> DataSplits:
+    """The shared body of `from_csv` / `from_jsonl`: read one file and split it, or read a dict
+    of files that are already split; then `build_splits`."""
     resolve_max_per_class(max_per_class)  # bad caps fail before the file is read
     report = BadInputReport(kind="rows")
     if isinstance(path, Mapping):
@@ -419,17 +84,18 @@ def _load_files(
         info.update(source={k: os.fspath(v) for k, v in path.items()}, splits="files")
     else:
         source = os.fspath(path)
-        fractions = _check_fractions(splits)
+        fractions = as_fractions(splits)
         rows = read(source, report)
         if not rows.texts:
             raise ValueError(
                 f"{source!r} has no usable rows ({report.summary()}). Fix the rows listed."
             )
-        _encode(_label_map(rows.labels, labels), rows.labels, rows.where)  # bad labels first
-        parts = _split_rows(rows, fractions, seed)
+        # Bad labels fail before anything else is built.
+        encode_labels(label_map_for(rows.labels, labels), rows.labels, rows.where)
+        parts = split_rows(rows, fractions, seed)
         info.update(source=source, splits=list(fractions))
     info["segments"] = len(columns)
-    return _build(
+    return build_splits(
         parts,
         labels=labels,
         seed=seed,
@@ -511,12 +177,12 @@ def from_csv(
     >>> data.labels.names, data.info["num_examples"]
     (['neg', 'pos'], {'train': 3})
     """
-    columns = _check_columns(text_column, "text_column")
+    columns = check_columns(text_column, "text_column")
     if not isinstance(label_column, str) or not label_column:
         raise ValueError(f"Received label_column={label_column!r}; expected a column name.")
 
-    def read(source: str, report: BadInputReport) -> _Rows:
-        return _read_csv(source, columns, label_column, delimiter, encoding, report)
+    def read(source: str, report: BadInputReport) -> Rows:
+        return read_csv_rows(source, columns, label_column, delimiter, encoding, report)
 
     info = {"format": "csv", "text_column": columns, "label_column": label_column}
     return _load_files(
@@ -582,12 +248,12 @@ def from_jsonl(
     >>> data.labels.names
     ['1', '5']
     """
-    keys = _check_columns(text_key, "text_key")
+    keys = check_columns(text_key, "text_key")
     if not isinstance(label_key, str) or not label_key:
         raise ValueError(f"Received label_key={label_key!r}; expected a key name.")
 
-    def read(source: str, report: BadInputReport) -> _Rows:
-        return _read_jsonl(source, keys, label_key, encoding, report)
+    def read(source: str, report: BadInputReport) -> Rows:
+        return read_jsonl_rows(source, keys, label_key, encoding, report)
 
     info = {"format": "jsonl", "text_key": keys, "label_key": label_key}
     return _load_files(
@@ -659,17 +325,18 @@ def from_texts(
     if not values:
         raise ValueError("Received no texts; expected at least one (text, label).")
     report = BadInputReport(kind="texts")
-    rows = _Rows("texts")
+    rows = Rows("texts")
     for i, label in enumerate(values):
-        _add_row(rows, report, f"texts[{i}]", [c[i] for c in columns], label)
+        add_row(rows, report, f"texts[{i}]", [c[i] for c in columns], label)
     if not rows.texts:
         raise ValueError(f"No usable texts: {report.summary()}")
-    fractions = _check_fractions(splits)
+    fractions = as_fractions(splits)
     info = {"format": "texts", "source": "texts", "splits": list(fractions)}
     info["segments"] = len(columns)
-    _encode(_label_map(rows.labels, label_names), rows.labels, rows.where)  # bad labels first
-    return _build(
-        _split_rows(rows, fractions, seed),
+    # Bad labels fail before anything else is built.
+    encode_labels(label_map_for(rows.labels, label_names), rows.labels, rows.where)
+    return build_splits(
+        split_rows(rows, fractions, seed),
         labels=label_names,
         seed=seed,
         batch_size=batch_size,
