@@ -304,7 +304,6 @@ def max_sequence_length(resolved: str) -> int | None:
 
 
 # The old private name, still read by tfl.data.text.
-_max_sequence_length = max_sequence_length
 
 
 def bert_preprocessor(

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from tfl import text as tfl_text
+from tfl.backbones import text as tfl_text
 from tfl.data.splits import (
     SPLIT_NAMES,
     BadInputReport,
@@ -465,7 +465,7 @@ def text_preprocessor(
     if sequence_length == "auto":
         resolved = tfl_text.resolve_text_preset(preset)
         tokenizer = tfl_text.load_bert_tokenizer(resolved)
-        cap = tfl_text._max_sequence_length(resolved)
+        cap = tfl_text.max_sequence_length(resolved)
         sequence_length = sequence_length_for(
             texts, tokenizer, percentile=percentile, max_length=cap
         )

@@ -29,9 +29,6 @@ from tfl.data.images.decode import (
 from tfl.data.images.folders import SPLIT_DIRS, folder_layout, from_folder
 from tfl.data.images.pipeline import image_pipeline
 
-# The old private name tfl.runner imports: use `folder_layout`; this goes once nothing imports it.
-_folder_layout = folder_layout
-
 __all__ = [
     "AUGMENTATIONS",
     "IMAGE_EXTENSIONS",
