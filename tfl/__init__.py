@@ -18,7 +18,7 @@ from tfl import _runtime_env  # noqa: E402
 
 _runtime_env.apply(warn=False)
 
-from tfl import cache, callbacks, data, export, optimizers, regularizers, text  # noqa: E402
+from tfl import cache, callbacks, data, optimizers, regularizers, text  # noqa: E402
 from tfl.backbones import ImageBackbone  # noqa: E402
 from tfl.cache import FeatureCache  # noqa: E402
 from tfl.callbacks import TransferWarning, lint, standard_callbacks  # noqa: E402
@@ -129,3 +129,13 @@ __all__ = [
     "unfreeze",
     "with_lr_multipliers",
 ]
+
+
+def __getattr__(name: str):
+    # `tfl.export` (TensorFlow's converter, the parity checker) loads on first use, not with
+    # `import tfl`; `from tfl import export` and `import tfl.export` work as before.
+    if name == "export":
+        import importlib
+
+        return importlib.import_module("tfl.export")
+    raise AttributeError(f"module 'tfl' has no attribute {name!r}")
