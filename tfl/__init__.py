@@ -7,6 +7,7 @@ cache (`tfl.cache`).
 """
 
 import os
+import sys
 
 # tfl is built on the TensorFlow backend (tf.data, tf.distribute, SavedModel/TFLite export).
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
@@ -17,6 +18,46 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 from tfl import _runtime_env  # noqa: E402
 
 _runtime_env.apply(warn=False)
+
+# Keras imports matplotlib.pyplot when it loads (for keras.visualization); tfl draws only on
+# request. Load Keras without it; the two Keras modules get stand-ins that import it on use.
+_KERAS_MATPLOTLIB = (
+    ("keras.src.visualization.plot_image_gallery", "plt", "matplotlib.pyplot"),
+    ("keras.src.visualization.plot_bounding_box_gallery", "patches", "matplotlib.patches"),
+)
+
+
+class _ImportedOnUse:
+    """Stands in for module `name` until one of its attributes is read, then imports it."""
+
+    def __init__(self, name: str):
+        self._name = name
+
+    def __getattr__(self, attribute: str):
+        import importlib
+
+        return getattr(importlib.import_module(self._name), attribute)
+
+
+def _import_keras_without_matplotlib() -> None:
+    if "keras" in sys.modules or "matplotlib" in sys.modules:
+        return  # nothing to save, or too late
+    sys.modules["matplotlib"] = None  # meanwhile `import matplotlib...` raises ImportError
+    try:
+        import keras  # noqa: F401
+    finally:
+        del sys.modules["matplotlib"]
+    import importlib.util
+
+    if importlib.util.find_spec("matplotlib") is None:
+        return  # not installed: Keras' own "requires matplotlib" errors stay
+    for module_name, attribute, target in _KERAS_MATPLOTLIB:
+        module = sys.modules.get(module_name)
+        if module is not None and getattr(module, attribute, "") is None:
+            setattr(module, attribute, _ImportedOnUse(target))
+
+
+_import_keras_without_matplotlib()
 
 from tfl import cache, callbacks, data, optimizers, regularizers, text  # noqa: E402
 from tfl.backbones import ImageBackbone  # noqa: E402
