@@ -43,6 +43,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from tfl import export, predict, runner  # noqa: E402
+from tfl.export.examples import collect_examples  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -79,7 +80,7 @@ def main(argv=None) -> dict:
     report = export.export_run(run_dir, out)
     config = predict.load_run(run_dir).config
     data = runner.load_data(config)
-    images, _ = export._collect(data.validation, args.examples)
+    images, _ = collect_examples(data.validation, args.examples)
     n, b = len(images), args.batch
     batches = [images[i : i + b] for i in range(0, n, b)]
     pngs = [

@@ -6,7 +6,8 @@ These are the rules of "How tfl is built" in the README, checked on the source t
   code (docstrings, comments and blank lines not counted);
 - no module imports another module's private (`_name`) names;
 - the model and data layers never import the run layer (config, run, cli, studies);
-- `import tfl` does not load export, LiteRT or matplotlib.
+- `import tfl` does not load export or LiteRT, and no tfl module imports matplotlib until it
+  draws.
 """
 
 import ast
@@ -118,10 +119,23 @@ def test_models_and_data_never_import_the_run_layer():
     assert not found, "\n".join(found)
 
 
-def test_import_tfl_does_not_load_export_litert_or_matplotlib():
-    heavy = ["tfl.export", "ai_edge_litert", "matplotlib"]
+def test_import_tfl_does_not_load_export_or_litert():
+    heavy = ["tfl.export", "ai_edge_litert", "tfl.studies", "tfl.run"]
     code = f"import sys, tfl; print([m for m in {heavy!r} if m in sys.modules])"
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().splitlines()[-1] == "[]", f"import tfl loaded {out.stdout}"
+
+
+def test_tfl_imports_matplotlib_only_where_it_draws():
+    """No tfl module imports matplotlib at import time (Keras itself loads it, for
+    keras.visualization; tfl's plots import it inside the functions that draw)."""
+    found = []
+    for name, path in _modules():
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in tree.body:  # module level only
+            for imported, _ in _imports(ast.Module(body=[node], type_ignores=[]), name):
+                if imported.split(".")[0] == "matplotlib":
+                    found.append(f"{name} imports {imported} at import time")
+    assert not found, "\n".join(found)

@@ -21,7 +21,7 @@ _runtime_env.apply(warn=False)
 # Text bases: `tfl.text` is `tfl.backbones.text` (bound before tfl.data, which reads it).
 from tfl.backbones import text  # noqa: E402, I001
 
-from tfl import cache, callbacks, data, export, optimizers, regularizers  # noqa: E402
+from tfl import cache, callbacks, data, optimizers, regularizers  # noqa: E402
 from tfl.backbones import ImageBackbone, ImagePreprocessing, get_spec, list_backbones  # noqa: E402
 from tfl.cache import FeatureCache  # noqa: E402
 from tfl.callbacks import TransferWarning, lint, standard_callbacks  # noqa: E402
@@ -81,6 +81,7 @@ _LAZY_MODULES = (
     "config",
     "distribute",
     "evaluate",
+    "export",
     "predict",
     "run",
     "saved_run",
@@ -95,6 +96,7 @@ def __getattr__(name: str):
 
         return importlib.import_module(f"tfl.{name}")
     raise AttributeError(f"module 'tfl' has no attribute {name!r}")
+
 
 __all__ = [
     "ClassificationAccuracy",

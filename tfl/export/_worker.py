@@ -1,7 +1,7 @@
 """Runs exported artefacts in a fresh process without tfl: the other half of `tfl.export`'s
-parity check. Not part of the library's API; `tfl.export` starts it as a script:
+parity check. Not part of the library's API; `tfl.export.parity` starts it as a script:
 
-    python -P _export_worker.py JOB.json
+    python -P tfl/export/_worker.py JOB.json
 
 `JOB.json` names the artefact, its inputs and where to write the outputs:
 
@@ -169,5 +169,5 @@ if __name__ == "__main__":
     if sys.path and os.path.abspath(sys.path[0] or ".") == os.path.dirname(
         os.path.abspath(__file__)
     ):
-        sys.path.pop(0)  # never import tfl's own modules (tfl/data, tfl/text...) by file name
+        sys.path.pop(0)  # never import tfl's own modules (tfl/export/*.py) by file name
     main(sys.argv[1])
