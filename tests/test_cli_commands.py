@@ -18,7 +18,7 @@ from tfl import cli
 from tfl import config as config_lib
 from tfl.data import LabelMap, image_pipeline
 from tfl.datasets import load_mnist_5k
-from tfl.evaluate import _softmax
+from tfl.evaluate import softmax as _softmax
 from tfl.families import build_application
 
 TINY = [
