@@ -18,7 +18,7 @@ from tfl import cli
 from tfl import config as config_lib
 from tfl.data import LabelMap, image_pipeline
 from tfl.datasets import load_mnist_5k
-from tfl.evaluate import softmax as _softmax
+from tfl.evaluate import softmax
 from tfl.families import build_application
 
 TINY = [
@@ -278,7 +278,7 @@ def test_predict_svm_head_shows_a_softmax_of_scores(tmp_path, capsys):
     assert "softmax of the scores" in captured.err
     image = tfl.data.resize_image(tfl.data.decode_image(tf.io.read_file(png)), (32, 32), "pad")
     scores = model.predict(image[None], verbose=0)
-    probs = _softmax(scores.astype("float64"))[0]
+    probs = softmax(scores.astype("float64"))[0]
     order = np.argsort(-probs)[:2]
     shown = "  ".join(f"{['cat', 'dog', 'fox'][i]} {probs[i]:.4f}" for i in order)
     assert captured.out == f"{png}  {shown} (softmax of scores)\n"

@@ -44,9 +44,6 @@ from tfl.evaluate.report import (
     write_report,
 )
 
-# The old private name, still imported by tfl.predict: use `softmax`.
-_softmax = softmax
-
 __all__ = [
     "classification_metrics",
     "compare_transfer",
