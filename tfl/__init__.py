@@ -19,10 +19,12 @@ from tfl import _runtime_env  # noqa: E402
 _runtime_env.apply(warn=False)
 
 from tfl import cache, callbacks, data, export, optimizers, regularizers, text  # noqa: E402
+from tfl._deprecation import moved_names  # noqa: E402
 from tfl.backbones import ImageBackbone  # noqa: E402
 from tfl.cache import FeatureCache  # noqa: E402
-from tfl.callbacks import TransferWarning, lint, standard_callbacks  # noqa: E402
+from tfl.callbacks import standard_callbacks  # noqa: E402
 from tfl.families import ImagePreprocessing, get_spec, list_backbones  # noqa: E402
+from tfl.fitting import PhaseHistory, fine_tune, fit_phases  # noqa: E402
 from tfl.freezing import (  # noqa: E402
     RecompileWarning,
     block_groups,
@@ -42,7 +44,9 @@ from tfl.heads import (  # noqa: E402
     SquaredHinge,
     SVMHead,
 )
+from tfl.linter import TransferWarning, lint  # noqa: E402
 from tfl.lr_finder import LRFindResult, lr_find  # noqa: E402
+from tfl.lr_schedules import OneCycle, WarmupDecay, max_learning_rate  # noqa: E402
 from tfl.models import (  # noqa: E402
     FusionClassifier,
     ImageClassifier,
@@ -50,25 +54,19 @@ from tfl.models import (  # noqa: E402
     TextClassifier,
 )
 from tfl.optimizers import (  # noqa: E402
-    OneCycle,
-    WarmupDecay,
     adamw,
     block_lr_multipliers,
     exclude_bias_and_norm,
-    max_learning_rate,
     with_lr_multipliers,
 )
-from tfl.regularizers import L2SP, apply_l2sp, l2sp_penalty, remove_l2sp  # noqa: E402
-from tfl.schedules import (  # noqa: E402
+from tfl.phases import (  # noqa: E402
     Phase,
-    PhaseHistory,
     feature_extraction,
-    fine_tune,
-    fit_phases,
     gradual_unfreezing,
-    partial,
+    partial_unfreezing,
     two_phase,
 )
+from tfl.regularizers import L2SP, apply_l2sp, l2sp_penalty, remove_l2sp  # noqa: E402
 from tfl.version import __version__  # noqa: E402
 
 __all__ = [
@@ -118,7 +116,7 @@ __all__ = [
     "lr_find",
     "max_learning_rate",
     "optimizers",
-    "partial",
+    "partial_unfreezing",
     "regularizers",
     "remove_l2sp",
     "standard_callbacks",
@@ -129,3 +127,7 @@ __all__ = [
     "unfreeze",
     "with_lr_multipliers",
 ]
+
+
+# `tfl.partial` (it shadowed functools.partial) is now `tfl.partial_unfreezing`.
+__getattr__ = moved_names(__name__, {"partial": "tfl.phases:partial_unfreezing"})
