@@ -53,6 +53,16 @@ def make_optimizer(phase: Phase, model: keras.Model, steps_per_epoch: int | None
 
     Call it after the phase's trainable set is applied: "auto" rates and the block
     multipliers depend on it.
+
+    Example:
+    >>> from tfl.fitting import apply_trainable, make_optimizer
+    >>> model = ImageClassifier(ImageBackbone("mobilenet_v3_small", (32, 32, 3), weights=None), 3)
+    >>> phase = Phase(2, trainable=1, learning_rate=1e-3, schedule="cosine", warmup=0.1)
+    >>> [group for group, n in trainable_groups(apply_trainable(model, phase)).items() if n]
+    ['stage3', 'top']
+    >>> schedule = make_optimizer(phase, model, steps_per_epoch=50)._learning_rate
+    >>> type(schedule).__name__, schedule.total_steps, schedule.warmup_steps
+    ('WarmupDecay', 100, 10)
     """
     rate = _make_schedule(phase, _learning_rate(phase, model), steps_per_epoch)
     spec = phase.optimizer
