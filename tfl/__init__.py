@@ -22,9 +22,11 @@ _runtime_env.apply(warn=False)
 from tfl.backbones import text  # noqa: E402, I001
 
 from tfl import cache, callbacks, data, optimizers, regularizers  # noqa: E402
+from tfl._deprecation import moved_names  # noqa: E402
 from tfl.backbones import ImageBackbone, ImagePreprocessing, get_spec, list_backbones  # noqa: E402
 from tfl.cache import FeatureCache  # noqa: E402
-from tfl.callbacks import TransferWarning, lint, standard_callbacks  # noqa: E402
+from tfl.callbacks import standard_callbacks  # noqa: E402
+from tfl.fitting import PhaseHistory, apply_trainable, fine_tune, fit_phases  # noqa: E402
 from tfl.freezing import (  # noqa: E402
     RecompileWarning,
     bases_of,
@@ -45,7 +47,9 @@ from tfl.heads import (  # noqa: E402
     SquaredHinge,
     SVMHead,
 )
+from tfl.linter import TransferWarning, lint  # noqa: E402
 from tfl.lr_finder import LRFindResult, lr_find  # noqa: E402
+from tfl.lr_schedules import OneCycle, WarmupDecay, max_learning_rate  # noqa: E402
 from tfl.models import (  # noqa: E402
     FusionClassifier,
     ImageClassifier,
@@ -53,26 +57,19 @@ from tfl.models import (  # noqa: E402
     TextClassifier,
 )
 from tfl.optimizers import (  # noqa: E402
-    OneCycle,
-    WarmupDecay,
     adamw,
     block_lr_multipliers,
     exclude_bias_and_norm,
-    max_learning_rate,
     with_lr_multipliers,
 )
-from tfl.regularizers import L2SP, apply_l2sp, l2sp_penalty, remove_l2sp  # noqa: E402
-from tfl.schedules import (  # noqa: E402
+from tfl.phases import (  # noqa: E402
     Phase,
-    PhaseHistory,
-    apply_trainable,
     feature_extraction,
-    fine_tune,
-    fit_phases,
     gradual_unfreezing,
-    partial,
+    partial_unfreezing,
     two_phase,
 )
+from tfl.regularizers import L2SP, apply_l2sp, l2sp_penalty, remove_l2sp  # noqa: E402
 from tfl.version import __version__  # noqa: E402
 
 # Modules loaded on first use (`tfl.evaluate`, `tfl.run`, ...): `import tfl` stays light.
@@ -90,12 +87,16 @@ _LAZY_MODULES = (
 )
 
 
+# `tfl.partial` (it shadowed functools.partial) is now `tfl.partial_unfreezing`.
+_moved = moved_names(__name__, {"partial": "tfl.phases:partial_unfreezing"}, stacklevel=3)
+
+
 def __getattr__(name: str):
     if name in _LAZY_MODULES:
         import importlib
 
         return importlib.import_module(f"tfl.{name}")
-    raise AttributeError(f"module 'tfl' has no attribute {name!r}")
+    return _moved(name)
 
 
 __all__ = [
@@ -147,7 +148,7 @@ __all__ = [
     "lr_find",
     "max_learning_rate",
     "optimizers",
-    "partial",
+    "partial_unfreezing",
     "regularizers",
     "remove_l2sp",
     "standard_callbacks",

@@ -31,8 +31,13 @@ def warn_moved(old: str, new: str) -> None:
     )
 
 
-def moved_names(module: str, moves: Mapping[str, str]) -> Callable[[str], object]:
+def moved_names(
+    module: str, moves: Mapping[str, str], stacklevel: int = 2
+) -> Callable[[str], object]:
     """A module `__getattr__` for names that moved: `{old name: "new.module:new_name"}`.
+
+    `stacklevel` 2 points the warning at the line that read the name; one more for each
+    function between that line and this `__getattr__`.
 
     Example:
     >>> import warnings
@@ -54,7 +59,7 @@ def moved_names(module: str, moves: Mapping[str, str]) -> Callable[[str], object
             f"{module}.{name} is now {target}.{new_name}: import it from there (the old name "
             "will be removed).",
             DeprecationWarning,
-            stacklevel=2,
+            stacklevel=stacklevel,
         )
         return getattr(importlib.import_module(target), new_name)
 

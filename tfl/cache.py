@@ -12,7 +12,8 @@ model trains the task's head. `FeatureCache` extracts features with a compiled c
 `tf.data` pipeline (on the local devices of the active `tf.distribute` strategy) and keeps
 them in memory, or on disk for later runs (re-runs, `lr_find`, cross-validation folds,
 `compare`), keyed by a fingerprint of the base's architecture, its weights, the model's
-preprocessing and the data. Change any of them and the features are computed again.
+preprocessing and the data (`tfl.fingerprints`). Change any of them and the features are
+computed again. The extraction itself (batches, the compiled forward pass) is `tfl.extraction`.
 
 `tfl.fit_phases(..., cache="auto")` (the default) uses this for every phase whose base is
 frozen, unless the training data is randomly augmented (tfl.data marks its datasets; for other
@@ -53,6 +54,8 @@ import numpy as np
 import tensorflow as tf
 from keras import tree
 
+from tfl.extraction import FeatureWriter, extract, extraction_dataset, feature_file
+from tfl.fingerprints import data_fingerprint, model_fingerprint
 from tfl.freezing import bases_of
 
 _FORMAT = 1
@@ -139,207 +142,6 @@ def split_at_bases(model: keras.Model) -> tuple[keras.Model, keras.Model]:
     feature_model = keras.Model(model.input, cut, name=f"{model.name}_features")
     head_model = keras.Model(cut, model.output, name=f"{model.name}_head")
     return feature_model, head_model
-
-
-# --- Fingerprints -----------------------------------------------------------------------
-
-
-def _hash_array(h, value) -> None:
-    if isinstance(value, tf.Tensor | tf.Variable):
-        value = value.numpy()
-    value = np.asarray(value)
-    h.update(f"{value.dtype.str}{value.shape}".encode())
-    if value.dtype == object or value.dtype.kind in "SU":
-        for item in value.reshape(-1):
-            item = item if isinstance(item, bytes) else str(item).encode("utf-8")
-            h.update(len(item).to_bytes(8, "little") + item)
-    else:
-        h.update(np.ascontiguousarray(value).tobytes())
-
-
-def _layer_signature(layer) -> Any:
-    """What a layer computes, without its (auto-generated) name."""
-    try:
-        config = dict(layer.get_config())
-    except Exception:  # layers without a config: their class and weights say enough
-        config = {}
-    config.pop("name", None)
-    return [type(layer).__name__, json.dumps(config, sort_keys=True, default=str)]
-
-
-def model_fingerprint(feature_model: keras.Model, preprocessor=None) -> str:
-    """A hash of what turns inputs into features: layers, their settings and weights.
-
-    Layer names are left out (Keras numbers them per process), so the same pretrained base
-    built twice has the same fingerprint; any changed weight changes it.
-    """
-    h = hashlib.blake2b(digest_size=20)
-    for layer in feature_model._flatten_layers(include_self=False, recursive=True):
-        if isinstance(layer, keras.Model):
-            extra = [getattr(layer, k, None) for k in ("architecture", "image_shape", "pooling")]
-            h.update(json.dumps([type(layer).__name__, extra], default=str).encode())
-            continue
-        h.update(json.dumps(_layer_signature(layer), default=str).encode())
-        for w in layer.weights:
-            _hash_array(h, w)
-    if preprocessor is not None:
-        h.update(json.dumps(_layer_signature(preprocessor), default=str).encode())
-    return h.hexdigest()
-
-
-def data_fingerprint(x, y=None, sample_weight=None, batch_size: int | None = None) -> str:
-    """A hash of the examples, their order and labels.
-
-    Datasets from `tfl.data` carry their fingerprint (source files, split, preprocessing);
-    arrays are hashed directly; other `tf.data` pipelines are read once and their batches
-    hashed (the input pipeline only, no model).
-    """
-    marked = getattr(x, "_tfl_fingerprint", None)
-    if marked:
-        return hashlib.blake2b(f"tfl.data:{marked}".encode(), digest_size=20).hexdigest()
-    h = hashlib.blake2b(digest_size=20)
-    if isinstance(x, tf.data.Dataset):
-        for batch in x:
-            for leaf in tree.flatten(batch):
-                _hash_array(h, leaf)
-    else:
-        for leaf in tree.flatten((x, y, sample_weight)):
-            if leaf is not None:
-                _hash_array(h, leaf)
-        h.update(f"batch={batch_size}".encode())
-    return h.hexdigest()
-
-
-# --- Extraction ---------------------------------------------------------------------------
-
-
-def _as_dataset(
-    model, x, y=None, sample_weight=None, batch_size=None, extraction_batch_size=None
-) -> tf.data.Dataset:
-    """Batches of `(x, y, w)` with the model's preprocessor (e.g. a tokenizer) applied."""
-    if isinstance(x, tf.data.Dataset):
-        ds = x
-    else:
-        if isinstance(x, list) and x and not isinstance(x[0], str):
-            x = tuple(x)  # a list of inputs (fusion models)
-        inputs = keras.utils.pack_x_y_sample_weight(x, y, sample_weight)
-        ds = tf.data.Dataset.from_tensor_slices(inputs).batch(batch_size or 32)
-    preprocess = getattr(model, "preprocess_samples", None)
-    if preprocess is not None and getattr(model, "preprocessor", None) is not None:
-        ds = ds.map(preprocess, num_parallel_calls=tf.data.AUTOTUNE)
-    if extraction_batch_size and (batch_size or 0) < extraction_batch_size:
-        ds = ds.rebatch(extraction_batch_size)  # same order, bigger (faster) batches
-    return ds.prefetch(tf.data.AUTOTUNE)
-
-
-def _to_numpy(value):
-    return tree.map_structure(lambda t: None if t is None else np.asarray(t), value)
-
-
-class _Writer:
-    """Collects batches of features, in memory or appended to raw files on disk."""
-
-    def __init__(self, folder: str | None):
-        self.folder = folder
-        self.chunks: list[list[np.ndarray]] = []
-        self.files: list = []
-        self.shapes: list[tuple] = []
-        self.rows = 0
-        self.first_batch = None
-
-    def add(self, arrays: list[np.ndarray]):
-        if not self.shapes:
-            self.first_batch = len(arrays[0])
-            self.shapes = [a.shape[1:] for a in arrays]
-            self.chunks = [[] for _ in arrays]
-            if self.folder:
-                self.files = [  # closed in close(), also when extraction fails
-                    open(os.path.join(self.folder, f"features_{i}.bin"), "wb")  # noqa: SIM115
-                    for i in range(len(arrays))
-                ]
-        for i, a in enumerate(arrays):
-            a = np.ascontiguousarray(a, dtype=np.float32)
-            if self.folder:
-                self.files[i].write(a.tobytes())
-            else:
-                self.chunks[i].append(a)
-        self.rows += len(arrays[0])
-
-    def close(self):
-        for f in self.files:
-            f.close()
-
-    def arrays(self) -> list[np.ndarray]:
-        return [np.concatenate(c) if c else np.zeros((0,), np.float32) for c in self.chunks]
-
-
-def _concat(parts: list) -> Any:
-    if not parts or parts[0] is None:
-        return None
-    return tree.map_structure(lambda *leaves: np.concatenate(leaves), *parts)
-
-
-def _multi_worker(strategy) -> bool:
-    from tfl.distribute import is_multi_worker
-
-    return is_multi_worker(strategy)
-
-
-def _extract(feature_model, dataset, writer: _Writer) -> tuple[Any, Any]:
-    """Run `feature_model` over `dataset` once; return the targets and sample weights."""
-    strategy = tf.distribute.get_strategy()
-    # Traced once per feature model and input spec, with the batch dimension left open (as
-    # Keras' predict_function), so a last partial batch does not trace the graph again.
-    x_spec = keras.utils.unpack_x_y_sample_weight(dataset.element_spec)[0]
-    x_spec = tree.map_structure(
-        lambda s: tf.TensorSpec((None, *s.shape[1:]), s.dtype, s.name), x_spec
-    )
-    # Over the local replicas of one machine. On a multi-worker cluster each worker runs the
-    # whole dataset through its own copy of the base (no collectives: every worker then holds
-    # all the features, and `fit` shards the cached batches as it shards any dataset).
-    distributed = strategy.num_replicas_in_sync > 1 and not _multi_worker(strategy)
-
-    def call(x):
-        return tree.flatten(feature_model(x, training=False))
-
-    traced = feature_model.__dict__.setdefault("_tfl_forward", {})
-    key = (repr(x_spec), id(strategy) if distributed else None)
-    forward = traced.get(key)
-    if forward is None and distributed:  # one graph running `call` on every replica
-        forward = tf.function(lambda x: strategy.run(call, args=(x,)), reduce_retracing=True)
-    elif forward is None:
-        forward = tf.function(call, input_signature=[x_spec])
-    traced[key] = forward
-
-    targets, weights = [], []
-    if distributed:
-        dataset = strategy.experimental_distribute_dataset(dataset)
-    for batch in dataset:
-        x, y, w = keras.utils.unpack_x_y_sample_weight(batch)
-        if distributed:
-            outputs = forward(x)
-            outputs = [
-                np.concatenate([np.asarray(v) for v in strategy.experimental_local_results(o)])
-                for o in outputs
-            ]
-            y, w = (
-                tree.map_structure(
-                    lambda t: np.concatenate(
-                        [np.asarray(v) for v in strategy.experimental_local_results(t)]
-                    ),
-                    value,
-                )
-                if value is not None
-                else None
-                for value in (y, w)
-            )
-        else:
-            outputs = [np.asarray(o) for o in forward(x)]
-        writer.add(outputs)
-        targets.append(_to_numpy(y))
-        weights.append(_to_numpy(w))
-    writer.close()
-    return _concat(targets), _concat(weights)
 
 
 @dataclasses.dataclass
@@ -501,14 +303,7 @@ class FeatureCache:
             feature_model: the first model of `split_at_bases(model)`, if already built.
             verbose: 1 prints where the features came from and how long it took.
         """
-        if isinstance(x, tf.data.Dataset):
-            if x.cardinality() == tf.data.INFINITE_CARDINALITY:
-                raise ValueError(
-                    "Received an infinite (repeated) dataset; the feature cache reads the data "
-                    "once. Pass the dataset without .repeat(), or use cache=False."
-                )
-        elif x is None:
-            raise ValueError("Received x=None; pass the data to extract features from.")
+        _check_data(x)
         if feature_model is None:
             feature_model, _ = split_at_bases(model)
         start = time.perf_counter()
@@ -521,19 +316,14 @@ class FeatureCache:
             if verbose:
                 print(f"Loaded {len(found):,} cached feature vectors in {found.seconds:.1f} s.")
             return found
-        folder = None
-        if self.directory is not None:
-            # A folder of this process's own: two runs filling one entry never collide.
-            folder = os.path.join(self.directory, f"{key}.partial-{os.getpid()}-{time.time_ns()}")
-            shutil.rmtree(folder, ignore_errors=True)
-            os.makedirs(folder)
-        writer = _Writer(folder)
+        folder = self._new_folder(key)
+        writer = FeatureWriter(folder)
         try:
             if batch_size is None and isinstance(x, tf.data.Dataset):
                 first = next(iter(x.take(1)), None)  # the batch size the head trains with
                 batch_size = None if first is None else int(tree.flatten(first)[0].shape[0])
-            dataset = _as_dataset(model, x, y, sample_weight, batch_size, self.batch_size)
-            targets, weights = _extract(feature_model, dataset, writer)
+            dataset = extraction_dataset(model, x, y, sample_weight, batch_size, self.batch_size)
+            targets, weights = extract(feature_model, dataset, writer)
         except BaseException:
             writer.close()
             if folder:
@@ -544,27 +334,7 @@ class FeatureCache:
         batch_size = batch_size or writer.first_batch
         seconds = time.perf_counter() - start
         if folder:
-            meta = {
-                "format": _FORMAT,
-                "rows": writer.rows,
-                "batch_size": batch_size,
-                "shapes": [list(s) for s in writer.shapes],
-                "targets": _save_structure(folder, "targets", targets),
-                "sample_weight": _save_structure(folder, "sample_weight", weights),
-                "seconds": seconds,
-                "created": time.strftime("%Y-%m-%d %H:%M:%S"),
-            }
-            with open(os.path.join(folder, "meta.json"), "w") as f:
-                json.dump(meta, f, indent=1)
-            final = os.path.join(self.directory, key)
-            if os.path.exists(os.path.join(final, "meta.json")):
-                shutil.rmtree(folder, ignore_errors=True)  # another run finished it first
-            else:
-                shutil.rmtree(final, ignore_errors=True)
-                try:  # complete entries only: a killed run leaves a .partial folder
-                    os.replace(folder, final)
-                except OSError:  # another run renamed its copy in between: keep that one
-                    shutil.rmtree(folder, ignore_errors=True)
+            self._store(key, folder, writer, batch_size, targets, weights, seconds)
             found = self._load(key, seconds=seconds, from_cache=False)
         else:
             found = CachedFeatures(writer.arrays(), targets, weights, key, False, seconds)
@@ -576,6 +346,40 @@ class FeatureCache:
                 + (f" (cached in {self.directory})." if self.directory else ".")
             )
         return found
+
+    def _new_folder(self, key: str) -> str | None:
+        """An empty folder to write entry `key` into (None for an in-memory cache)."""
+        if self.directory is None:
+            return None
+        # A folder of this process's own: two runs filling one entry never collide.
+        folder = os.path.join(self.directory, f"{key}.partial-{os.getpid()}-{time.time_ns()}")
+        shutil.rmtree(folder, ignore_errors=True)
+        os.makedirs(folder)
+        return folder
+
+    def _store(self, key, folder, writer, batch_size, targets, weights, seconds) -> None:
+        """Complete the entry written into `folder` and rename it to `key`'s folder."""
+        meta = {
+            "format": _FORMAT,
+            "rows": writer.rows,
+            "batch_size": batch_size,
+            "shapes": [list(s) for s in writer.shapes],
+            "targets": _save_structure(folder, "targets", targets),
+            "sample_weight": _save_structure(folder, "sample_weight", weights),
+            "seconds": seconds,
+            "created": time.strftime("%Y-%m-%d %H:%M:%S"),
+        }
+        with open(os.path.join(folder, "meta.json"), "w") as f:
+            json.dump(meta, f, indent=1)
+        final = os.path.join(self.directory, key)
+        if os.path.exists(os.path.join(final, "meta.json")):
+            shutil.rmtree(folder, ignore_errors=True)  # another run finished it first
+        else:
+            shutil.rmtree(final, ignore_errors=True)
+            try:  # complete entries only: a killed run leaves a .partial folder
+                os.replace(folder, final)
+            except OSError:  # another run renamed its copy in between: keep that one
+                shutil.rmtree(folder, ignore_errors=True)
 
     def _remember(self, key: str, value: CachedFeatures):
         self._memory[key] = value
@@ -600,7 +404,7 @@ class FeatureCache:
         rows = meta["rows"]
         arrays = []
         for i, shape in enumerate(meta["shapes"]):
-            path = os.path.join(folder, f"features_{i}.bin")
+            path = feature_file(folder, i)
             array = np.memmap(path, dtype=np.float32, mode="r", shape=(rows, *shape))
             arrays.append(array)
         if sum(a.nbytes for a in arrays) <= self.memory_limit:
@@ -617,6 +421,18 @@ class FeatureCache:
         if self.directory is not None and os.path.isdir(self.directory):
             for name in os.listdir(self.directory):
                 shutil.rmtree(os.path.join(self.directory, name), ignore_errors=True)
+
+
+def _check_data(x) -> None:
+    """Errors for data the cache cannot read once, front to back."""
+    if isinstance(x, tf.data.Dataset):
+        if x.cardinality() == tf.data.INFINITE_CARDINALITY:
+            raise ValueError(
+                "Received an infinite (repeated) dataset; the feature cache reads the data "
+                "once. Pass the dataset without .repeat(), or use cache=False."
+            )
+    elif x is None:
+        raise ValueError("Received x=None; pass the data to extract features from.")
 
 
 # --- Deciding whether a phase can use the cache -------------------------------------------
