@@ -39,8 +39,8 @@ import tfl  # noqa: E402  (before Keras/TensorFlow: tfl sets TensorFlow's CPU va
 import keras  # noqa: E402
 
 from tfl.cache import FeatureCache, split_at_bases  # noqa: E402
+from tfl.data.bundled import load_mnist_5k, stratified_split  # noqa: E402
 from tfl.data.images import from_arrays  # noqa: E402
-from tfl.datasets import load_mnist_5k, stratified_split  # noqa: E402
 
 SEED = 0
 SIZE, TRAIN, TEST, BATCH = 96, 2000, 1000, 32

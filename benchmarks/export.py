@@ -18,7 +18,7 @@ machine is noisy). Prints images/s and the ratio to `keras predict`, and writes
 `benchmarks/results/export.json`.
 
 Run: `.venv/bin/python benchmarks/export.py [--run RUN_DIR] [--examples 256] [--batch 32]`.
-Goals (issue 7): SavedModel >= 1.0x predict; int8 TFLite faster than float32 on this CPU.
+Goals: SavedModel >= 1.0x predict; int8 TFLite faster than float32 on this CPU.
 """
 
 from __future__ import annotations
@@ -42,8 +42,10 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from tfl import export, predict, runner  # noqa: E402
+from tfl import export  # noqa: E402
+from tfl.builders import load_data  # noqa: E402
 from tfl.export.examples import collect_examples  # noqa: E402
+from tfl.saved_run import SavedRun  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -78,8 +80,8 @@ def main(argv=None) -> dict:
     out = os.path.join(run_dir, "export")
     print(f"Exporting {run_dir} (all formats, parity checked)...")
     report = export.export_run(run_dir, out)
-    config = predict.load_run(run_dir).config
-    data = runner.load_data(config)
+    config = SavedRun.open(run_dir).config
+    data = load_data(config)
     images, _ = collect_examples(data.validation, args.examples)
     n, b = len(images), args.batch
     batches = [images[i : i + b] for i in range(0, n, b)]

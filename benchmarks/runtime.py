@@ -93,9 +93,9 @@ def _build(name: str, size: int, tokens: int):
 
     rng = np.random.default_rng(0)
     if name == "minilm":
-        import tfl.text
+        import tfl.backbones.text
 
-        backbone = tfl.text.load_bert_backbone()
+        backbone = tfl.backbones.text.load_bert_backbone()
         inputs = {k: keras.Input((tokens,), dtype="int32", name=k) for k in backbone.input}
         pooled = backbone(inputs)["pooled_output"]
         model = keras.Model(inputs, keras.layers.Dense(2, dtype="float32")(pooled))

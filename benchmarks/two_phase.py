@@ -33,7 +33,7 @@ import tfl  # noqa: E402  (before Keras/TensorFlow: tfl sets TensorFlow's CPU va
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from tfl.datasets import (  # noqa: E402
+from tfl.data.bundled import (  # noqa: E402
     grey_digits_dataset,
     load_mnist_5k,
     load_movie_sentences,

@@ -11,7 +11,7 @@ import pytest
 import tensorflow as tf
 
 from tfl import cli
-from tfl.datasets import grey_digits_dataset, load_mnist_5k
+from tfl.data.bundled import grey_digits_dataset, load_mnist_5k
 
 TINY = [
     "--image-size", "32", "--data.max-per-class", "{train: 4, validation: 2, test: 2}",
@@ -73,7 +73,7 @@ def test_tfl_train_end_to_end_writes_a_reloadable_run(tmp_path, capsys):
         assert json.load(f)["accuracy"] == pytest.approx(evaluation["accuracy"], abs=1e-6)
 
     # New labelled data: a folder holding only some of the classes keeps the run's indices.
-    from tfl.runner import evaluate_run
+    from tfl.run import evaluate_run
 
     folder = os.path.join(os.path.dirname(run_dir), "new_digits")
     for digit in (3, 5, 7):

@@ -13,13 +13,13 @@ import tensorflow as tf
 from helpers import TEXTS, tiny_bert, tiny_bert_preprocessor
 
 import tfl
-import tfl.schedules
+import tfl.fitting
 from tfl import cli
 from tfl import config as config_lib
+from tfl.backbones import build_application
 from tfl.data import LabelMap, image_pipeline
-from tfl.datasets import load_mnist_5k
+from tfl.data.bundled import load_mnist_5k
 from tfl.evaluate import softmax
-from tfl.families import build_application
 
 TINY = [
     "--image-size", "32", "--data.max-per-class", "{train: 4, validation: 2, test: 2}",
@@ -52,7 +52,7 @@ def _record_fits(monkeypatch):
     """Wrap tfl.fit_phases (which cross_validate calls per fold): each model and its base's
     weights when its training starts."""
     seen = []
-    original = tfl.schedules.fit_phases
+    original = tfl.fitting.fit_phases
 
     def recording(model, phases, *args, **kwargs):
         seen.append({"model": model, "start": model.backbone.get_weights(), "phases": phases})
@@ -63,7 +63,7 @@ def _record_fits(monkeypatch):
             variable.assign(variable + 1.0)
         return history
 
-    monkeypatch.setattr(tfl.schedules, "fit_phases", recording)
+    monkeypatch.setattr(tfl.fitting, "fit_phases", recording)
     return seen
 
 
@@ -145,7 +145,7 @@ def test_compare_prints_three_methods_and_a_verdict(tmp_path, capsys, monkeypatc
 
 def test_compare_budget_defaults_to_the_configured_epochs(monkeypatch, pretrained_file, tmp_path):
     path, pretrained = pretrained_file
-    from tfl import evaluate, studies
+    from tfl import studies
 
     calls = {}
 
@@ -154,10 +154,10 @@ def test_compare_budget_defaults_to_the_configured_epochs(monkeypatch, pretraine
         calls["pretrained"] = build_pretrained().backbone.get_weights()
         calls["scratch"] = build_scratch().backbone.get_weights()
         score = {"mean": 0.5, "std": 0.0, "values": [0.5, 0.5]}
-        methods = {m: {"accuracy": score, "macro_f1": score} for m in evaluate.METHODS}
+        methods = {m: {"accuracy": score, "macro_f1": score} for m in studies.METHODS}
         return {"methods": methods, "metric": "accuracy", "verdict": "transfer helps"}
 
-    monkeypatch.setattr(evaluate, "compare_transfer", fake_compare)
+    monkeypatch.setattr(studies.transfer, "compare_transfer", fake_compare)
     flags = _study_flags(path) + ["--epochs-head", "2", "--epochs-finetune", "3"]
     args = cli.build_parser().parse_args(["compare", *flags, "--output", str(tmp_path / "c")])
     studies.compare_config(config_lib.from_args(args), folds=2)

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from tfl import config as cfg
+from tfl.backbones.text import MINILM
 from tfl.config import ConfigError, defaults, from_args, from_dict, load_yaml, to_yaml, validate
-from tfl.text import MINILM
 
 
 @pytest.fixture(autouse=True)

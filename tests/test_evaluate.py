@@ -15,17 +15,19 @@ import tfl
 from tfl.data.splits import LabelMap
 from tfl.evaluate import (
     classification_metrics,
-    compare_transfer,
-    cross_validate,
     evaluate_model,
-    format_comparison,
     plot_confusion,
     plot_history,
     plot_reliability,
     save_metrics,
+    write_report,
+)
+from tfl.studies import (
+    compare_transfer,
+    cross_validate,
+    format_comparison,
     stratified_folds,
     transfer_verdict,
-    write_report,
 )
 
 

@@ -9,7 +9,7 @@ imported TensorFlow first keeps TensorFlow's defaults; `apply()` then warns with
 variables it could not set. Settings the user made win (`os.environ.setdefault`).
 
 - `TF_ENABLE_ONEDNN_OPTS=1` on x86 CPUs without AVX-512, where TensorFlow leaves oneDNN off
-  (with AVX-512 it is on already). Measured on a 2-core AMD Zen 3 (issue 8): 1.25-2.2x
+  (with AVX-512 it is on already). Measured with `benchmarks/runtime.py` on a 2-core AMD Zen 3: 1.25-2.2x
   inference, 1.06-1.5x training. On the 2-core AVX-512 AMD EPYC of
   `benchmarks/results/runtime.json` (oneDNN on by default) turning it off gave 0.42-0.68x,
   so it matters. oneDNN reorders floating-point sums: results differ from the default

@@ -293,7 +293,9 @@ def _text_model(config: RunConfig, data) -> keras.Model:
     import tfl
 
     preset = bases(config)[0]
-    backbone = tfl.backbones.text.load_bert_backbone(preset, load_weights=config.model.weights != "none")
+    backbone = tfl.backbones.text.load_bert_backbone(
+        preset, load_weights=config.model.weights != "none"
+    )
     length = config.data.sequence_length
     preprocessor = tfl.data.text_preprocessor(data, preset, sequence_length=length)
     return tfl.TextClassifier(

@@ -63,8 +63,8 @@ _DEFAULT_MEMORY_LIMIT = 2 * 1024**3  # features larger than this stream from dis
 
 
 def cache_dir() -> str:
-    """The default disk cache: `$TFL_CACHE_DIR`, else `<tfl.datasets.data_dir()>/features`."""
-    from tfl.datasets import data_dir
+    """The default disk cache: `$TFL_CACHE_DIR`, else `<tfl.data.bundled.data_dir()>/features`."""
+    from tfl.data.bundled import data_dir
 
     return os.environ.get("TFL_CACHE_DIR") or os.path.join(data_dir(), "features")
 

@@ -9,7 +9,8 @@ the model inside `strategy.scope()` and Keras' `fit` distributes the batches.
   "multi_worker" (reads `TF_CONFIG`) or "tpu".
 - `choose_precision(name, strategy)`: "auto" is `mixed_float16` on GPUs with compute
   capability >= 7 (tensor cores), `mixed_bfloat16` on TPUs, `float32` on CPUs. On a CPU
-  without AVX-512 BF16 / AMX bfloat16 ran at 0.5-0.8x (issue 8); on a 2-core AVX-512-BF16
+  without AVX-512 BF16 / AMX bfloat16 ran at 0.5-0.8x (a 2-core AMD Zen 3, measured with
+  `benchmarks/runtime.py`); on a 2-core AVX-512-BF16
   EPYC (`benchmarks/results/runtime.json`) it made MiniLM 1.42x faster to run and 1.30x
   to fine-tune but MobileNetV2 / EfficientNetB0 0.72-0.91x, so the CPU default stays
   float32 (text runs on such CPUs may opt in). `set_precision` applies it with
@@ -18,7 +19,7 @@ the model inside `strategy.scope()` and Keras' `fit` distributes the batches.
   float32.
 - `choose_jit_compile(value, strategy)`: "auto" is off on CPUs: XLA made MobileNetV2 and
   EfficientNetB0 inference 12-14x slower on that EPYC (0.07-0.08x; 4-8x slower on the Zen 3
-  of issue 8: depthwise convolutions) and MiniLM 1.16x faster. On GPUs and TPUs "auto" is
+  above: depthwise convolutions) and MiniLM 1.16x faster. On GPUs and TPUs "auto" is
   Keras' own rule: XLA on for a model on one GPU, off under a multi-device `tf.distribute`
   strategy (Keras turns it off there), and TPUs compile every step anyway. The GPU choice
   was not measured here (no GPU was lent); measure it with `--runtime.jit-compile

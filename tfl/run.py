@@ -232,7 +232,7 @@ def _lr_find(run: Run, phase):
     """
     import tfl
     from tfl.cache import FeatureCache, is_randomly_augmented, split_at_bases
-    from tfl.schedules import apply_trainable, compile_like, compile_phase, make_optimizer
+    from tfl.fitting import apply_trainable, compile_like, compile_phase, make_optimizer
 
     model, train = run.model, run.data.train
     apply_trainable(model, phase)

@@ -44,7 +44,7 @@ class ImageBackbone(keras.Model):
             pretrained base should (BatchNorm keeps its statistics). False: it follows
             `fit`'s `training` flag, so BatchNorm normalises with batch statistics and
             updates its moving ones: what training a randomly initialised base from scratch
-            needs (e.g. the scratch arm of `tfl.evaluate.compare_transfer`); leave its
+            needs (e.g. the scratch arm of `tfl.studies.compare_transfer`); leave its
             BatchNorm layers trainable (`tfl.unfreeze(..., train_batchnorm=True)`).
 
     Example:

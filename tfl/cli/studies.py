@@ -112,7 +112,7 @@ def cv(args: argparse.Namespace) -> int:
 def compare(args: argparse.Namespace) -> int:
     from tfl import config as config_lib
     from tfl import studies
-    from tfl.evaluate import format_comparison
+    from tfl.studies import format_comparison
 
     config = _study_config(args)
     if args.epochs is not None and args.epochs < 1:

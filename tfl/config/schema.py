@@ -213,7 +213,7 @@ class ModelConfig:
 class TrainConfig:
     """The `train:` section: the fine-tuning schedule and its optimisation settings.
 
-    Schedules map to `tfl.schedules` presets: `two_phase` (head_epochs on the frozen base,
+    Schedules map to `tfl.phases` presets: `two_phase` (head_epochs on the frozen base,
     then finetune_epochs with `unfreeze` trainable), `partial` (the same with `unfreeze` an
     integer: only the top blocks train), `gradual_unfreezing` (head_epochs, then one more
     block group per phase for finetune_epochs each; `unfreeze` = how many groups, or "all")

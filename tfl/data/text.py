@@ -401,7 +401,7 @@ def sequence_length_for(
 
     Example:
     >>> from tfl.data.text import sequence_length_for
-    >>> from tfl.text import load_bert_tokenizer
+    >>> from tfl.backbones.text import load_bert_tokenizer
     >>> tokenizer = load_bert_tokenizer()
     >>> sequence_length_for(["a short one", "word " * 20], tokenizer, percentile=100)
     24

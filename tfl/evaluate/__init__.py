@@ -1,4 +1,4 @@
-"""Evaluation: metrics, plots, the run report, cross-validation and the negative-transfer check.
+"""Evaluation: metrics, plots and the run report of a trained model.
 
 - `classification_metrics(y_true, probs)`: accuracy, per-class precision / recall / F1,
   macro and weighted averages, the confusion matrix, top-k accuracy, expected calibration
@@ -9,27 +9,15 @@
   canvas (no display needed; the global pyplot backend is left alone).
 - `save_metrics(run_dir, metrics)` and `write_report(run_dir, ...)`: `evaluation.json`, the
   confusion-matrix PNG and a deterministic `report.md`.
-- `cross_validate(build_model, x, y, phases=...)`: stratified k-fold with a fresh model per
-  fold, trained by `tfl.fit_phases`.
-- `compare_transfer(build_pretrained, build_scratch, x, y)`: training from scratch, a linear
-  probe and a fine-tune on the same folds with the same epoch budget, and a plain verdict on
-  whether the pretrained weights help (`transfer_verdict`, `format_comparison`).
 
 Modules: `metrics` (the numbers and predicting them), `history` (reading a run's history and
-phases), `plots`, `report` (`evaluation.json`, `report.md`) and `crossval`.
+phases), `plots` and `report` (`evaluation.json`, `report.md`). Cross-validation and the
+negative-transfer check are studies: `tfl.studies` (the old names here still work and warn).
 """
 
-# METHODS, VERDICT_RULE, ECE_BINS and REPORT_FILE stay importable from here (not in __all__,
-# as before).
-from tfl.evaluate.crossval import (  # noqa: F401
-    METHODS,
-    VERDICT_RULE,
-    compare_transfer,
-    cross_validate,
-    format_comparison,
-    stratified_folds,
-    transfer_verdict,
-)
+from tfl._deprecation import moved_names
+
+# ECE_BINS and REPORT_FILE stay importable from here (not in __all__, as before).
 from tfl.evaluate.metrics import (
     ECE_BINS,  # noqa: F401
     classification_metrics,
@@ -46,17 +34,29 @@ from tfl.evaluate.report import (
 
 __all__ = [
     "classification_metrics",
-    "compare_transfer",
-    "cross_validate",
     "evaluate_model",
-    "format_comparison",
     "plot_confusion",
     "plot_history",
     "plot_reliability",
     "predict_arrays",
     "save_metrics",
     "softmax",
-    "stratified_folds",
-    "transfer_verdict",
     "write_report",
 ]
+
+# Cross-validation and the transfer check moved to tfl.studies.
+__getattr__ = moved_names(
+    __name__,
+    {
+        name: f"tfl.studies:{name}"
+        for name in (
+            "METHODS",
+            "VERDICT_RULE",
+            "compare_transfer",
+            "cross_validate",
+            "format_comparison",
+            "stratified_folds",
+            "transfer_verdict",
+        )
+    },
+)

@@ -309,7 +309,7 @@ def export_run(
 ) -> dict:
     """Exports a finished run (`tfl export RUN_DIR`) and checks it on its validation split.
 
-    The run's data is loaded again as in training (`tfl.runner.load_data`), so the check uses
+    The run's data is loaded again as in training (`tfl.builders.load_data`), so the check uses
     the run's own validation examples and labels, `serving_default` resizes images with the
     run's `data.resize`, and full-integer TFLite calibrates on `calibration` training examples.
 
@@ -328,7 +328,9 @@ def export_run(
     Example:
         None that runs in a docstring (it needs a trained run); see `tests/test_export.py`.
     """
-    from tfl import predict, runner
+    # A run directory is the run layer's: opened with its SavedRun, data loaded as in training.
+    from tfl.builders import load_data
+    from tfl.saved_run import SavedRun
 
     if isinstance(examples, bool) or not isinstance(examples, int) or examples < 1:
         raise ValueError(f"Received examples={examples!r}; expected an integer >= 1.")
@@ -336,12 +338,13 @@ def export_run(
         raise ValueError(f"Received max_accuracy_drop={max_accuracy_drop!r}; expected [0, 1).")
     check_choice("formats", formats, FORMATS)
     check_choice("quantizations", quantizations, QUANTIZATIONS)
-    run = predict.load_run(run_dir, checkpoint)
+    run = SavedRun.open(run_dir, checkpoint)
     config = run.config
-    labels = run.tasks[None] if None in run.tasks else dict(run.tasks)
+    names = run.class_names
+    labels = names[None] if None in names else dict(names)
     x = y = representative = None
     if check or "int8" in quantizations:
-        data = runner.load_data(config)
+        data = load_data(config)
         split = data.validation if data.validation is not None else data.test
         if split is None:
             raise ValueError(
@@ -351,8 +354,7 @@ def export_run(
         x, y = collect_examples(split, examples)
         if "tflite" in formats and "int8" in quantizations and data.train is not None:
             representative, _ = collect_examples(data.train, calibration)
-    column = config.data.text_column
-    pairs = runner.is_text(config) and isinstance(column, list | tuple) and len(column) > 1
+    pairs = run.text_pairs
     if pairs and x is not None:
         x = tuple(x)
         representative = None if representative is None else tuple(representative)

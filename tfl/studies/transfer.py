@@ -1,10 +1,9 @@
-"""Cross-validation and the negative-transfer check.
+"""Does transfer help? Scratch vs linear probe vs fine-tune on the same folds, and a verdict.
 
-- `cross_validate(build_model, x, y, phases=...)`: stratified k-fold with a fresh model per
-  fold, trained by `tfl.fit_phases`.
-- `compare_transfer(build_pretrained, build_scratch, x, y)`: training from scratch, a linear
-  probe and a fine-tune on the same folds with the same epoch budget, and a plain verdict on
-  whether the pretrained weights help (`transfer_verdict`, `format_comparison`).
+- `compare_transfer(build_pretrained, build_scratch, x, y)`: the three methods on the same
+  stratified folds with the same epoch budget (`tfl.studies.cross_validate` for each).
+- `transfer_verdict(scratch, probe, fine_tune)`: the verdict from the per-fold scores.
+- `format_comparison(result)`: the Markdown table and the verdict.
 """
 
 from __future__ import annotations
@@ -14,179 +13,8 @@ from collections.abc import Callable, Mapping, Sequence
 import keras
 import numpy as np
 
-from tfl.evaluate.metrics import classification_metrics, predict_arrays, predict_probabilities
 from tfl.evaluate.report import markdown_table
-
-
-def stratified_folds(y, folds: int = 5, seed: int = 0) -> list[np.ndarray]:
-    """Stratified k-fold: the held-out indices of each fold, every class spread evenly.
-
-    Each class's examples are shuffled (by `seed`) and dealt round-robin to the folds,
-    continuing from one class to the next, so fold sizes differ by at most one and every
-    fold holds each class in proportion. The folds depend only on `y` and `seed`.
-
-    Args:
-        y: integer class labels `(N,)`.
-        folds: the number of folds, 2 <= folds <= N.
-        seed: the shuffling seed.
-
-    Returns:
-        `folds` sorted index arrays that partition `range(N)`.
-
-    Example:
-    >>> from tfl.evaluate import stratified_folds
-    >>> [f.tolist() for f in stratified_folds([0, 0, 1, 1, 1, 1], folds=2)]
-    [[0, 3, 4], [1, 2, 5]]
-    """
-    y = np.asarray(y)
-    if y.ndim != 1 or (y.size and not np.issubdtype(y.dtype, np.integer)):
-        raise ValueError(
-            f"Received y with shape {y.shape} and dtype {y.dtype}; expected integer class labels "
-            "(N,)."
-        )
-    if isinstance(folds, bool) or not isinstance(folds, int) or not 2 <= folds <= len(y):
-        raise ValueError(
-            f"Received folds={folds!r} for {len(y)} examples; expected an integer in [2, {len(y)}]."
-        )
-    rng = np.random.default_rng(seed)
-    order = np.concatenate([rng.permutation(np.flatnonzero(y == c)) for c in np.unique(y)])
-    fold_of = np.empty(len(y), dtype=np.int64)
-    fold_of[order] = np.arange(len(y)) % folds
-    return [np.flatnonzero(fold_of == i) for i in range(folds)]
-
-
-def _take(x, index: np.ndarray):
-    return keras.tree.map_structure(lambda a: np.asarray(a)[index], x)
-
-
-def _num_rows(x) -> int:
-    sizes = {len(a) for a in keras.tree.flatten(x)}
-    if len(sizes) != 1:
-        raise ValueError(
-            f"Received x with arrays of different lengths {sorted(sizes)}; expected one row per "
-            "example in every array."
-        )
-    return sizes.pop()
-
-
-def _spread(values: Sequence[float]) -> dict:
-    values = [float(v) for v in values]
-    std = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
-    return {"mean": float(np.mean(values)), "std": std, "values": values}
-
-
-def cross_validate(
-    build_model: Callable[[], keras.Model],
-    x,
-    y,
-    *,
-    folds: int = 5,
-    phases,
-    seed: int = 0,
-    batch_size: int = 32,
-    fit_kwargs: Mapping | None = None,
-) -> dict:
-    """Stratified k-fold cross-validation of a fine-tuning plan, a fresh model per fold.
-
-    For each fold, `build_model()` is called, the model is trained with
-    `tfl.fit_phases(model, phases, ...)` on the other folds and evaluated on the held-out
-    fold. Nothing may carry from one fold to the next, so `build_model` must return a NEW
-    model with FRESHLY loaded pretrained weights every time (build the backbone inside it,
-    e.g. `tfl.ImageBackbone(..., weights="imagenet")`); a model or backbone created once
-    outside and reused would start fold 2 from fold 1's fine-tuned weights, and the scores
-    would be optimistic. A model that shares a variable with the previous fold's raises a
-    `ValueError`. Before each fold the Keras random seed is set to `seed + fold`, so a
-    method compared on the same folds (see `compare_transfer`) gets the same head
-    initialisation and shuffling.
-
-    Args:
-        build_model: a function of no arguments returning a fresh tfl task.
-        x: inputs: an array, or a dict / list of arrays with one row per example.
-        y: integer class labels `(N,)`.
-        folds: the number of folds.
-        phases: the plan, e.g. `tfl.two_phase(2, 2)`.
-        seed: the seed of the folds and of each fold's training.
-        batch_size: the batch size of training and prediction.
-        fit_kwargs: more `tfl.fit_phases` arguments (e.g. `callbacks`, `cache`; `verbose`
-            defaults to 0). No validation data is passed: the held-out fold is never seen
-            in training (not even by early stopping).
-
-    Returns:
-        A dict: `folds` (the number), `seed`, `fold_sizes`, `fold_metrics` (one
-        `classification_metrics` dict per fold), and `accuracy` and `macro_f1`, each with
-        `mean`, `std` (sample standard deviation over folds, ddof=1) and `values`.
-    """
-    from tfl.schedules import fit_phases
-
-    y = np.asarray(y)
-    if y.ndim != 1 or (y.size and not np.issubdtype(y.dtype, np.integer)):
-        raise ValueError(
-            f"Received y with shape {y.shape} and dtype {y.dtype}; expected integer class labels "
-            "(N,)."
-        )
-    n = _num_rows(x)
-    if n != len(y):
-        raise ValueError(f"Received {n} inputs and {len(y)} labels; expected one label each.")
-    if not callable(build_model):
-        raise ValueError(
-            f"Received build_model={build_model!r}; expected a function that returns a fresh "
-            "model (with freshly loaded pretrained weights) on each call."
-        )
-    fit_kwargs = dict(fit_kwargs or {})
-    fit_kwargs.setdefault("verbose", 0)
-    for key in ("validation_data", "batch_size", "x", "y"):
-        if key in fit_kwargs:
-            raise ValueError(
-                f"Received fit_kwargs with {key!r}; cross_validate sets it for each fold."
-            )
-    held_out = stratified_folds(y, folds, seed)
-    num_classes = int(y.max()) + 1 if y.size else 0
-    fold_metrics, previous = [], None  # the previous fold's model
-    for i, test_index in enumerate(held_out):
-        train_index = np.setdiff1d(np.arange(n), test_index)
-        keras.utils.set_random_seed(seed + i)
-        model = build_model()
-        if not isinstance(model, keras.Model):
-            raise ValueError(
-                f"build_model() returned {type(model).__name__}; expected a keras.Model."
-            )
-        if previous is not None:
-            shared = {id(v) for v in model.variables} & {id(v) for v in previous.variables}
-            if shared:
-                raise ValueError(
-                    f"build_model() returned a model for fold {i} that shares {len(shared)} "
-                    f"variables with fold {i - 1}'s model: weights would carry between folds. "
-                    "Create the backbone and the model inside build_model (freshly loading the "
-                    "pretrained weights) on every call."
-                )
-        fit_phases(
-            model,
-            phases,
-            _take(x, train_index),
-            y[train_index],
-            batch_size=batch_size,
-            **fit_kwargs,
-        )
-        x_test = _take(x, test_index)
-        probs, _ = predict_probabilities(
-            model, lambda m=model, xt=x_test: predict_arrays(m, xt, batch_size)
-        )
-        if probs.shape[1] < num_classes:
-            raise ValueError(
-                f"The model has {probs.shape[1]} outputs but y has class {num_classes - 1}; "
-                "expected one output per class."
-            )
-        fold_metrics.append(classification_metrics(y[test_index], probs, top_k=()))
-        previous = model
-    return {
-        "folds": folds,
-        "seed": seed,
-        "fold_sizes": [len(t) for t in held_out],
-        "fold_metrics": fold_metrics,
-        "accuracy": _spread([m["accuracy"] for m in fold_metrics]),
-        "macro_f1": _spread([m["macro_avg"]["f1"] for m in fold_metrics]),
-    }
-
+from tfl.studies.folds import cross_validate
 
 METHODS = ("scratch", "probe", "fine_tune")
 VERDICT_RULE = (
@@ -218,7 +46,7 @@ def transfer_verdict(
         `std_difference`, `differences`, `rule`.
 
     Example:
-    >>> from tfl.evaluate import transfer_verdict
+    >>> from tfl.studies import transfer_verdict
     >>> transfer_verdict([0.5, 0.6, 0.55], [0.7, 0.8, 0.72], [0.8, 0.85, 0.8])["verdict"]
     'transfer helps'
     >>> transfer_verdict([0.5, 0.6, 0.55], [0.6, 0.5, 0.55], [0.52, 0.58, 0.56])["verdict"]
@@ -302,7 +130,7 @@ def compare_transfer(
         `mean_difference`, `std_difference`, `differences`, `rule`). `format_comparison`
         turns it into Markdown.
     """
-    from tfl.schedules import Phase, feature_extraction, two_phase
+    from tfl.phases import Phase, feature_extraction, two_phase
 
     if metric not in ("accuracy", "macro_f1"):
         raise ValueError(f"Received metric={metric!r}; expected 'accuracy' or 'macro_f1'.")
@@ -352,7 +180,7 @@ def format_comparison(result: Mapping) -> str:
     """A Markdown table of a `compare_transfer` result (mean ± std per method) and its verdict.
 
     Example:
-    >>> from tfl.evaluate import format_comparison
+    >>> from tfl.studies import format_comparison
     >>> def cv(acc):
     ...     return {"accuracy": {"mean": np.mean(acc), "std": np.std(acc, ddof=1), "values": acc},
     ...             "macro_f1": {"mean": np.mean(acc), "std": np.std(acc, ddof=1), "values": acc}}

@@ -1,4 +1,4 @@
-"""Studies of a whole run configuration: k-fold cross-validation and the transfer check.
+"""`tfl cv` and `tfl compare`: the studies of a whole run configuration.
 
 `tfl train` answers "how good is this model on the test split"; with a few hundred examples
 that is one noisy number. These studies answer two other questions on the same
@@ -9,7 +9,7 @@ configuration, each with the spread over folds:
 - `compare_config(config, folds, epochs)` (`tfl compare`): does the pretrained base help at
   all? Training from scratch (the same architecture with `model.weights: none`), a linear
   probe and a fine-tune, on the same folds with the same epoch budget, then a verdict
-  (`tfl.evaluate.transfer_verdict`).
+  (`tfl.studies.transfer_verdict`).
 
 Both pool the configured data's train and validation splits into arrays (images at the
 configured size and resize policy, or text strings) and never touch its test split, which
@@ -39,6 +39,8 @@ import numpy as np
 from tfl import builders
 from tfl import config as config_lib
 from tfl import run as run_lib
+from tfl.studies import folds as folds_lib
+from tfl.studies import transfer
 
 CV_FILE, CV_REPORT = "cv.json", "cv.md"
 COMPARE_FILE, COMPARE_REPORT = "compare.json", "compare.md"
@@ -252,10 +254,10 @@ def cross_validate_config(
     """K-fold cross-validation of a configured recipe (what `tfl cv` runs).
 
     The train and validation splits of `config.data` are pooled (`pooled_data`), split into
-    `folds` stratified folds (`tfl.evaluate.stratified_folds`, seeded by `config.seed`), and
+    `folds` stratified folds (`tfl.studies.stratified_folds`, seeded by `config.seed`), and
     for each fold a new model on freshly loaded pretrained weights (`build_model`) is
     trained with the configured phases (`tfl.builders.make_phases`) on the other folds and
-    scored on the held-out one (`tfl.evaluate.cross_validate`, which also refuses a model
+    scored on the held-out one (`tfl.studies.cross_validate`, which also refuses a model
     that shares a variable with the previous fold's).
 
     Writes into the study directory (`study_dir(config, "cv")`): `config.yaml`,
@@ -268,20 +270,18 @@ def cross_validate_config(
         progress: called with a line of text as each fold starts (e.g. `print`).
 
     Returns:
-        The `tfl.evaluate.cross_validate` result plus `run_dir`, `recipe`, `labels`,
+        The `tfl.studies.cross_validate` result plus `run_dir`, `recipe`, `labels`,
         `num_examples`, `phases`, `seconds` and `notes`.
 
     Example:
         None that runs in a docstring: every fold trains a model. See
         `tests/test_cli_commands.py` (`tfl cv` on MNIST-5k with 3 folds).
     """
-    from tfl.evaluate import cross_validate
-
     _check_folds(folds)
     started = time.time()
     config, run_dir, data, x, y = _prepare(config, "cv")
     phases = builders.make_phases(config)
-    result = cross_validate(
+    result = folds_lib.cross_validate(
         _announced(lambda: build_model(config, data), folds, "Fold {i}/{n}: training...", progress),
         x,
         y,
@@ -355,14 +355,14 @@ def compare_config(
     """The negative-transfer check of a configured recipe (what `tfl compare` runs).
 
     On the pooled train + validation data (`pooled_data`), with the same stratified folds
-    and the same budget of `epochs` epochs, `tfl.evaluate.compare_transfer` trains:
+    and the same budget of `epochs` epochs, `tfl.studies.compare_transfer` trains:
 
     - scratch: the configured architecture with `model.weights: none` (random weights);
     - probe: the pretrained base frozen, only the head trains;
     - fine-tune: the head first, then the whole base at a lower rate.
 
     Writes `config.yaml`, `labels.json`, `compare.json` (the result) and `compare.md` (the
-    table of `tfl.evaluate.format_comparison` and the verdict) into
+    table of `tfl.studies.format_comparison` and the verdict) into
     `study_dir(config, "compare")`.
 
     Args:
@@ -381,8 +381,6 @@ def compare_config(
         None that runs in a docstring: it trains 3 x folds models. See
         `tests/test_cli_commands.py` (`tfl compare` on MNIST-5k with 2 folds).
     """
-    from tfl.evaluate import compare_transfer
-
     _check_folds(folds)
     if epochs is None:
         epochs = int(config.train.head_epochs) + int(config.train.finetune_epochs or 0)
@@ -400,7 +398,7 @@ def compare_config(
     )
     counter = itertools.count(1)  # one count over both builders: 3 x folds models in all
     line = "Model {i}/{n}: training..."
-    result = compare_transfer(
+    result = transfer.compare_transfer(
         _announced(lambda: build_model(config, data), 3 * folds, line, progress, counter),
         _announced(lambda: build_model(scratch, data), 3 * folds, line, progress, counter),
         x,
@@ -420,9 +418,7 @@ def compare_config(
         notes=_notes(config),
     )
     _write_json(os.path.join(run_dir, COMPARE_FILE), result)
-    from tfl.evaluate import format_comparison
-
-    lines = [f"# Transfer check: {config.name}", "", format_comparison(result), ""]
+    lines = [f"# Transfer check: {config.name}", "", transfer.format_comparison(result), ""]
     lines += [f"- {note}" for note in result["notes"]]
     with open(os.path.join(run_dir, COMPARE_REPORT), "w", encoding="utf-8") as f:
         f.write("\n".join(lines) + "\n")
