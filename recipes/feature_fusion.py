@@ -177,7 +177,6 @@ def main(argv: list[str] | None = None) -> dict:
         print(config_lib.to_yaml(config), end="")
         return {"config": config}
     random = warn_random_weights(config)
-    random = warn_random_weights(config)
     run = Run.create(config)
     show_data(run.data)
     show_model(run.model, run.config.model.weights)
