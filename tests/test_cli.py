@@ -105,7 +105,11 @@ def test_print_config_writes_the_effective_config_and_does_no_work(tmp_path, cap
 # Ten kinds of bad configuration, each stopped before any work with one message that names the
 # key and the fix (tests/test_config.py checks the validator itself in more detail).
 BAD_CONFIGS = {
-    "below the base's minimum input": (["--image-size", "16"], "data.image_size: received 16"),
+    "below the base's minimum input": (
+        ["--image-size", "16"],
+        "data.image_size: 'mobilenet_v2_torchvision' needs height and width of at least 32 "
+        "(received 16)",
+    ),
     "negative epochs": (["--epochs-head", "-1"], "train.head_epochs"),
     "misspelt key": (["--set", "train.head_epoch=2"], "Did you mean 'head_epochs'?"),
     "unknown recipe": (["--recipe", "image_clasification"], "Did you mean 'image_classification'"),

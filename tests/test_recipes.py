@@ -266,7 +266,7 @@ def test_feature_fusion_offline_fails_with_the_librarys_message(tmp_path, monkey
 
     monkeypatch.setattr(keras.src.utils.file_utils, "get_file", no_network)
     recipe = load_recipe("feature_fusion")
-    monkeypatch.setattr(recipe.runner, "fit", lambda *a, **k: pytest.fail("it trained"))
+    monkeypatch.setattr(recipe.Run, "fit", lambda *a, **k: pytest.fail("it trained"))
     monkeypatch.chdir(tmp_path)  # the default run dir is runs/... under the working dir
     with pytest.raises(OSError, match="ImageNet weights of 'efficientnet_b0'") as error:
         recipe.main([])

@@ -55,8 +55,9 @@ class SavedRun:
             )
         if not os.path.isdir(run_dir):
             raise FileNotFoundError(
-                f"Received run directory {run_dir!r}, which does not exist. Pass a directory "
-                "written by `tfl train` (it prints `Run directory: ...`)."
+                f"Received run directory {run_dir!r}, which does not exist, so it is not a "
+                "finished tfl run directory. Pass a directory written by `tfl train` (it prints "
+                "`Run directory: ...`)."
             )
         model_path = os.path.join(run_dir, CHECKPOINTS[checkpoint])
         needed = ["config.yaml", "labels.json", CHECKPOINTS[checkpoint]]

@@ -10,7 +10,7 @@ from tfl.cli.common import EXIT_FAILURE, EXIT_OK, add_debug
 
 
 def add_export(sub) -> None:
-    from tfl import export
+    from tfl import export as export_lib
 
     parser = sub.add_parser(
         "export",
@@ -28,16 +28,16 @@ def add_export(sub) -> None:
     parser.add_argument(
         "--format",
         nargs="+",
-        choices=export.FORMATS,
-        default=list(export.FORMATS),
+        choices=export_lib.FORMATS,
+        default=list(export_lib.FORMATS),
         dest="formats",
         help="formats to write (default: all)",
     )
     parser.add_argument(
         "--quantize",
         nargs="+",
-        choices=export.QUANTIZATIONS,
-        default=list(export.QUANTIZATIONS),
+        choices=export_lib.QUANTIZATIONS,
+        default=list(export_lib.QUANTIZATIONS),
         dest="quantizations",
         help="TFLite variants (default: all); int8 calibrates on training examples",
     )
