@@ -1,6 +1,7 @@
 """The bottleneck feature cache: features equal the base's, the head trains the same, keys
 change with the base and the data, frozen phases of `fit_phases` use it."""
 
+import dataclasses
 import os
 
 import keras
@@ -11,7 +12,7 @@ from helpers import TEXT_LABELS, TEXTS, images, tiny_bert, tiny_bert_preprocesso
 
 import tfl
 from tfl.cache import FeatureCache, is_randomly_augmented, split_at_bases
-from tfl.data.splits import mark
+from tfl.data.splits import BadInputReport, DataSplits
 from tfl.heads import ClassificationHead, RegressionHead
 
 LABELS = np.arange(24) % 3
@@ -152,8 +153,8 @@ def test_augmented_or_shuffled_data_trains_through_the_base():
     assert is_randomly_augmented(x) is False
     shuffled = plain.unbatch().shuffle(8, reshuffle_each_iteration=True).batch(4)
     assert is_randomly_augmented(shuffled) is True
-    augmented = mark(plain, augmented=True, fingerprint="abc")
-    assert is_randomly_augmented(augmented) is True
+    augmented = DataSplits(plain, None, None, None, BadInputReport(), augmented=True)
+    assert is_randomly_augmented(augmented.train, augmented.augmented) is True
     model = _model()
     # "auto" quietly trains through the base; True refuses to freeze one random draw.
     history = tfl.fit_phases(model, tfl.feature_extraction(1), augmented, verbose=0)
@@ -162,6 +163,30 @@ def test_augmented_or_shuffled_data_trains_through_the_base():
         tfl.fit_phases(model, tfl.feature_extraction(1), augmented, cache=True, verbose=0)
     with pytest.raises(ValueError, match="cache="):
         tfl.fit_phases(model, tfl.feature_extraction(1), x, LABELS[:8], cache=3, verbose=0)
+
+
+def test_data_splits_tell_the_cache_what_their_shuffled_splits_are(tmp_path, capsys):
+    data = tfl.data.from_arrays(images(16), np.arange(16) % 3, 32, splits=(0.5, 0.5), batch_size=4)
+    assert data.augmented is False and sorted(data.fingerprints) == ["train", "validation"]
+    # Read on its own, the shuffled training split looks random (it differs between reads)...
+    assert is_randomly_augmented(data.train) is True
+    # ... but its DataSplits says what it is: the frozen phase trains on cached features, keyed
+    # by the splits' fingerprints, and a second run loads them.
+    kwargs = dict(cache=str(tmp_path), verbose=1)
+    tfl.fit_phases(_model(), tfl.feature_extraction(1), data, **kwargs)
+    sizes = data.info["num_examples"]
+    computed = [f"Computed {sizes[s]} feature vectors" for s in ("train", "validation")]
+    loaded = [f"Loaded {sizes[s]} cached feature vectors" for s in ("train", "validation")]
+    out = capsys.readouterr().out
+    assert all(line in out for line in computed)  # train and validation
+    tfl.fit_phases(_model(), tfl.feature_extraction(1), data, **kwargs)
+    out = capsys.readouterr().out
+    assert all(line in out for line in loaded) and "Computed" not in out
+    # A transformation of a split keeps nothing hidden: the fields travel with the DataSplits.
+    mapped = dataclasses.replace(data, train=data.train.map(lambda x, y: (x, y)))
+    tfl.fit_phases(_model(), tfl.feature_extraction(1), mapped, **kwargs)
+    out = capsys.readouterr().out
+    assert all(line in out for line in loaded) and "Computed" not in out
 
 
 def test_callbacks_see_the_full_task_and_can_stop_a_cached_phase(tmp_path):

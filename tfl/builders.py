@@ -152,13 +152,9 @@ def with_task_targets(data, task: Task):
             ("test", data.test),
         )
     }
-    for name, ds in splits.items():  # keep tfl.data's marks for the feature cache
-        source = getattr(data, name)
-        if ds is not None:
-            ds._tfl_augmented = getattr(source, "_tfl_augmented", None)
-            fingerprint = getattr(source, "_tfl_fingerprint", "")
-            ds._tfl_fingerprint = f"{fingerprint}|{task.fingerprint()}" if fingerprint else ""
-    return dataclasses.replace(data, **splits)
+    # The cached features keep their targets: the fingerprints say which ones.
+    fingerprints = {name: f"{f}|{task.fingerprint()}" for name, f in data.fingerprints.items()}
+    return dataclasses.replace(data, **splits, fingerprints=fingerprints)
 
 
 def load_new_data(config: RunConfig, path: str, labels):

@@ -273,12 +273,12 @@ class FeatureCache:
         feature_model, _ = split_at_bases(model)
         return self._key(feature_model, model, x, y, sample_weight, batch_size)
 
-    def _key(self, feature_model, model, x, y, sample_weight, batch_size) -> str:
+    def _key(self, feature_model, model, x, y, sample_weight, batch_size, known) -> str:
         preprocessor = getattr(model, "preprocessor", None)
         parts = [
             f"format={_FORMAT}",
             model_fingerprint(feature_model, preprocessor),
-            data_fingerprint(x, y, sample_weight, batch_size),
+            data_fingerprint(x, y, sample_weight, batch_size, known=known),
         ]
         return hashlib.blake2b("|".join(parts).encode(), digest_size=20).hexdigest()
 
@@ -292,6 +292,7 @@ class FeatureCache:
         batch_size: int | None = None,
         feature_model: keras.Model | None = None,
         verbose: int = 0,
+        fingerprint: str | None = None,
     ) -> CachedFeatures:
         """The base features of `x` (computed, or loaded from memory/disk).
 
@@ -302,12 +303,14 @@ class FeatureCache:
             batch_size: batch size for arrays.
             feature_model: the first model of `split_at_bases(model)`, if already built.
             verbose: 1 prints where the features came from and how long it took.
+            fingerprint: what identifies `x`'s batches, when known (a `tfl.data.DataSplits`'
+                `fingerprints[split]`); else the data is hashed (`data_fingerprint`).
         """
         _check_data(x)
         if feature_model is None:
             feature_model, _ = split_at_bases(model)
         start = time.perf_counter()
-        key = self._key(feature_model, model, x, y, sample_weight, batch_size)
+        key = self._key(feature_model, model, x, y, sample_weight, batch_size, fingerprint)
         found = self._load(key)
         if found is not None:
             found.seconds = time.perf_counter() - start
@@ -438,16 +441,16 @@ def _check_data(x) -> None:
 # --- Deciding whether a phase can use the cache -------------------------------------------
 
 
-def is_randomly_augmented(x) -> bool | None:
+def is_randomly_augmented(x, known: bool | None = None) -> bool | None:
     """Whether training data `x` changes between reads (random augmentation).
 
-    True/False for datasets from `tfl.data` (they say so) and arrays (never); for other
-    `tf.data` pipelines, whether the first batch differs between two reads (a shuffled
-    pipeline also reads as random). None for inputs that cannot be read twice (generators).
+    `known`: what the data's `tfl.data.DataSplits.augmented` says, used as it is. Otherwise
+    False for arrays (never random); for a `tf.data` pipeline, whether the first batch
+    differs between two reads (a shuffled pipeline also reads as random). None for inputs
+    that cannot be read twice (generators).
     """
-    marked = getattr(x, "_tfl_augmented", None)
-    if marked is not None:
-        return bool(marked)
+    if known is not None:
+        return bool(known)
     if isinstance(x, tf.data.Dataset):
         if x.cardinality() == tf.data.INFINITE_CARDINALITY:
             return None

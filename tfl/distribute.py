@@ -355,8 +355,7 @@ def shard(dataset: tf.data.Dataset | None, strategy: tf.distribute.Strategy | No
     shuffles differently from the same pipeline without a strategy, so a run under
     MirroredStrategy would not see the examples in the same order). Several workers:
     `DATA`: every worker reads the whole seeded pipeline and keeps its share of every
-    global batch (file sharding would give workers different numbers of batches). tfl.data's
-    marks (`_tfl_augmented`, `_tfl_fingerprint`) are kept for the feature cache.
+    global batch (file sharding would give workers different numbers of batches).
 
     Example:
     >>> import tensorflow as tf
@@ -372,11 +371,7 @@ def shard(dataset: tf.data.Dataset | None, strategy: tf.distribute.Strategy | No
     options.experimental_distribute.auto_shard_policy = (
         policy.DATA if is_multi_worker(strategy) else policy.OFF
     )
-    sharded = dataset.with_options(options)
-    for mark in ("_tfl_augmented", "_tfl_fingerprint"):
-        if hasattr(dataset, mark):
-            setattr(sharded, mark, getattr(dataset, mark))
-    return sharded
+    return dataset.with_options(options)
 
 
 def patch_multi_worker_build(model: keras.Model) -> keras.Model:

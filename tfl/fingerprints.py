@@ -70,16 +70,17 @@ def model_fingerprint(feature_model: keras.Model, preprocessor=None) -> str:
     return h.hexdigest()
 
 
-def data_fingerprint(x, y=None, sample_weight=None, batch_size: int | None = None) -> str:
+def data_fingerprint(
+    x, y=None, sample_weight=None, batch_size: int | None = None, known: str | None = None
+) -> str:
     """A hash of the examples, their order and labels.
 
-    Datasets from `tfl.data` carry their fingerprint (source files, split, preprocessing);
-    arrays are hashed directly; other `tf.data` pipelines are read once and their batches
-    hashed (the input pipeline only, no model).
+    `known`: the split's fingerprint from its `tfl.data.DataSplits` (source files, split,
+    preprocessing), which is used as it is. Otherwise arrays are hashed directly, and a
+    `tf.data` pipeline is read once and its batches hashed (the input pipeline only, no model).
     """
-    marked = getattr(x, "_tfl_fingerprint", None)
-    if marked:
-        return hashlib.blake2b(f"tfl.data:{marked}".encode(), digest_size=20).hexdigest()
+    if known:
+        return hashlib.blake2b(f"tfl.data:{known}".encode(), digest_size=20).hexdigest()
     h = hashlib.blake2b(digest_size=20)
     if isinstance(x, tf.data.Dataset):
         for batch in x:

@@ -234,15 +234,20 @@ def _lr_find(run: Run, phase):
     from tfl.cache import FeatureCache, is_randomly_augmented, split_at_bases
     from tfl.fitting import apply_trainable, compile_like, compile_phase, make_optimizer
 
-    model, train = run.model, run.data.train
+    model, data = run.model, run.data
+    train = data.train
     apply_trainable(model, phase)
     compile_phase(model, make_optimizer(phase, model), phase, "auto", "auto", {})
     target = model
     cache = run.config.train.cache
-    if not phase.trains_base and cache is not False and not is_randomly_augmented(train):
+    random = is_randomly_augmented(train, data.augmented)
+    if not phase.trains_base and cache is not False and not random:
         feature_model, head_model = split_at_bases(model)
         store = FeatureCache(None if cache == "memory" else "auto")
-        features = store.features(model, train, feature_model=feature_model)
+        fingerprint = data.fingerprints.get("train")
+        features = store.features(
+            model, train, feature_model=feature_model, fingerprint=fingerprint
+        )
         compile_like(head_model, model)
         target = head_model
         train = features.dataset(features.batch_size, shuffle=True, seed=run.config.seed)
@@ -288,8 +293,7 @@ def _fit(run: Run, verbose: Any):
     return tfl.fit_phases(
         run.model,
         phases,
-        run.data.train,
-        validation_data=run.data.validation,
+        run.data,  # train and validation splits, with what the feature cache must know
         callbacks=_callbacks(run),
         cache=run.config.train.cache,
         l2sp=run.config.train.l2sp,

@@ -1,16 +1,19 @@
 """Pieces every `tfl.data` loader shares: label maps, stable splits, bad-input reports, results.
 
-- `LabelMap`: label name <-> class index, saved with the run (`labels.json`) so that predictions
-  can be turned back into names later.
+- `LabelMap` (from `tfl.data.labels`): label name <-> class index, saved with the run
+  (`labels.json`) so that predictions can be turned back into names later.
 - `hash_split`: a split that depends only on each example's key and the seed, so adding data
   never moves an example between train / validation / test (the idea of TF Hub's `retrain.py`).
 - `BadInputReport`: inputs that were skipped (undecodable files, bad rows) are listed, counted,
   warned about once and saved as `bad_inputs.txt`; never dropped silently.
-- `DataSplits`: what every loader returns; `train, val, test = data` works.
+- `DataSplits`: what every loader returns; `train, val, test = data` works. It says, as
+  fields, what the bottleneck cache needs to know of the datasets: each split's
+  `fingerprints` (its examples, labels, order and preprocessing) and whether the training
+  split is randomly `augmented`. A loader builds each split as a `Split` (the dataset and
+  those two facts) and collects them with `DataSplits.from_splits`.
 - `cap_per_class` / `cap_splits`: keep at most N examples of each class in a split (quick runs,
   balanced subsets), chosen by a hash of each example's key so the choice is stable.
-- `mark` / `make_fingerprint`: the `_tfl_augmented` and `_tfl_fingerprint` attributes that
-  `tfl.cache` reads to decide whether cached bottleneck features can be reused.
+- `make_fingerprint`: a hash of the parts that identify a split.
 """
 
 from __future__ import annotations
@@ -22,160 +25,20 @@ import numbers
 import os
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import tensorflow as tf
 
-LABELS_FILE = "labels.json"
+from tfl.data.labels import LABELS_FILE, LabelMap  # noqa: F401  (re-exported)
+
 DATA_FILE = "data.json"
 BAD_INPUTS_FILE = "bad_inputs.txt"
 SPLIT_NAMES = ("train", "validation", "test")
 
 
-def _as_name(value: Any) -> str:
-    if isinstance(value, bytes):
-        return value.decode("utf-8")
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return str(value)
-
-
 def _is_int(value: Any) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
-
-
-class LabelMap:
-    """Class names and their indices: index `i` is `names[i]`.
-
-    Args:
-        names: the class names in index order; unique and non-empty (each is turned into `str`).
-
-    Example:
-    >>> from tfl.data.splits import LabelMap
-    >>> labels = LabelMap.from_values(["dog", "cat", "dog"])
-    >>> labels.names, labels.encode(["dog", "cat"]).tolist(), labels.decode([1, 0])
-    (['cat', 'dog'], [1, 0], ['dog', 'cat'])
-    """
-
-    def __init__(self, names: Sequence[Any]):
-        names = [_as_name(n) for n in names]
-        if not names:
-            raise ValueError("Received names=[]; expected at least one class name.")
-        if any(n == "" for n in names):
-            raise ValueError(
-                f"Received names={names!r} with an empty name; give every class a name."
-            )
-        seen, duplicates = set(), []
-        for n in names:
-            if n in seen:
-                duplicates.append(n)
-            seen.add(n)
-        if duplicates:
-            raise ValueError(
-                f"Received names with duplicates {sorted(set(duplicates))!r}; expected unique "
-                "class names."
-            )
-        self.names: list[str] = names
-        self._index = {n: i for i, n in enumerate(names)}
-        self._numeric = all(n.lstrip("-").isdigit() for n in names)
-
-    @classmethod
-    def from_values(cls, values: Any) -> LabelMap:
-        """The sorted unique labels in `values`; integers sort numerically (2 before 10)."""
-        values = list(np.asarray(values, dtype=object).reshape(-1))
-        if not values:
-            raise ValueError("Received no label values; expected at least one label.")
-        if all(_is_int(v) or (isinstance(v, float) and v.is_integer()) for v in values):
-            unique = sorted({int(v) for v in values})
-        else:
-            unique = sorted({_as_name(v) for v in values})
-        return cls(unique)
-
-    def __len__(self) -> int:
-        return len(self.names)
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, LabelMap) and self.names == other.names
-
-    def __hash__(self) -> int:
-        return hash(tuple(self.names))
-
-    def __repr__(self) -> str:
-        shown = self.names if len(self) <= 10 else [*self.names[:10], "..."]
-        return f"LabelMap({shown!r}, {len(self)} classes)"
-
-    def encode(self, values: Any, where: Sequence[str] | None = None) -> np.ndarray:
-        """Class indices (int64) of `values`: names, or integers already in `range(len(self))`.
-
-        An integer is first looked up as a name (labels read from a file as 3, 5, 7 have names
-        "3", "5", "7"); only maps whose names are not numbers take integers as indices.
-
-        Args:
-            values: label names or indices, any sequence or array.
-            where: where each value came from (e.g. "train.csv row 12"), for error messages.
-
-        Raises:
-            ValueError: a label is not in the map; the message names it, where it occurred and
-                the known labels.
-        """
-        flat = list(np.asarray(values, dtype=object).reshape(-1))
-        out = np.empty(len(flat), dtype=np.int64)
-        for i, value in enumerate(flat):
-            name = _as_name(value)
-            index = self._index.get(name)
-            if index is None and not self._numeric and _is_int(value) and 0 <= value < len(self):
-                index = int(value)
-            if index is None:
-                place = where[i] if where is not None else f"position {i}"
-                known = self.names if len(self) <= 20 else [*self.names[:20], "..."]
-                raise ValueError(
-                    f"Unknown label {name!r} at {place}; the known labels are {known}. Fix the "
-                    "label, or build the LabelMap from all labels (LabelMap.from_values)."
-                )
-            out[i] = index
-        return out.reshape(np.shape(values)) if np.ndim(values) > 1 else out
-
-    def decode(self, indices: Any) -> list[str]:
-        """The names of class indices (a flat list)."""
-        flat = np.asarray(indices).reshape(-1)
-        bad = [int(i) for i in flat if not 0 <= int(i) < len(self)]
-        if bad:
-            raise ValueError(
-                f"Received class indices {bad[:5]}; expected integers in [0, {len(self)})."
-            )
-        return [self.names[int(i)] for i in flat]
-
-    def save(self, path: str) -> str:
-        """Writes the names as JSON to `path` (a run directory gets `labels.json`); returns it."""
-        path = os.fspath(path)
-        if not path.endswith(".json"):
-            os.makedirs(path, exist_ok=True)
-            path = os.path.join(path, LABELS_FILE)
-        elif os.path.dirname(path):
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-        with open(path, "w", encoding="utf-8") as f:
-            json.dump({"names": self.names}, f, indent=1, ensure_ascii=False)
-        return path
-
-    @classmethod
-    def load(cls, path: str) -> LabelMap:
-        """Reads a map written by `save` from a run directory or a `.json` file."""
-        path = os.fspath(path)
-        file = path if path.endswith(".json") else os.path.join(path, LABELS_FILE)
-        if not os.path.exists(file):
-            raise FileNotFoundError(
-                f"No label map at {file}. Pass the run directory a tfl.data loader saved to "
-                "(run_dir=...), or a file written by LabelMap.save."
-            )
-        with open(file, encoding="utf-8") as f:
-            content = json.load(f)
-        names = content.get("names") if isinstance(content, dict) else content
-        if not isinstance(names, list):
-            raise ValueError(f"{file} holds no list of names; expected {{'names': [...]}}.")
-        return cls(names)
 
 
 def _unit_hash(seed: int, key: str) -> float:
@@ -501,11 +364,22 @@ def _jsonable(value: Any) -> Any:
     return str(value)
 
 
+class Split(NamedTuple):
+    """One split as a loader builds it: the batched dataset and what the cache must know."""
+
+    dataset: tf.data.Dataset
+    fingerprint: str  # its examples, labels, order and preprocessing ("": unknown)
+    augmented: bool = False  # randomly augmented: each read differs
+
+
 @dataclasses.dataclass
 class DataSplits:
     """What every `tfl.data` loader returns: the datasets, the label map and what was skipped.
 
-    `train, val, test = data` unpacks the three datasets (any may be None).
+    `train, val, test = data` unpacks the three datasets (any may be None). Pass the whole
+    `DataSplits` to `tfl.fit_phases` to train on `train`, validate on `validation` and let the
+    bottleneck cache key the features by `fingerprints` (a bare dataset is read and hashed,
+    and a shuffled one counts as random).
 
     Attributes:
         train: batched `(x, y)` training data, shuffled each epoch; None if there is none.
@@ -517,6 +391,10 @@ class DataSplits:
             split), `counts` (per split and class), `skipped` (bad inputs left out),
             `classes`, `max_per_class`, `class_warnings`, `fingerprint`, `settings`, and
             the loader's own source keys.
+        fingerprints: split name -> what identifies its batches (examples, labels, order,
+            preprocessing); a split left out is unknown.
+        augmented: the training split is randomly augmented (each read differs), so its
+            features must not be cached.
 
     Example:
     >>> from tfl.data.splits import BadInputReport, DataSplits
@@ -530,6 +408,24 @@ class DataSplits:
     labels: LabelMap | None
     report: BadInputReport
     info: dict = dataclasses.field(default_factory=dict)
+    fingerprints: dict[str, str] = dataclasses.field(default_factory=dict)
+    augmented: bool = False
+
+    @classmethod
+    def from_splits(
+        cls, splits: Mapping[str, Split | None], labels, report, info: dict
+    ) -> DataSplits:
+        """The `DataSplits` of `{split name: Split}` (missing or None splits are None)."""
+        present = {name: split for name, split in splits.items() if split is not None}
+        datasets = [present[name].dataset if name in present else None for name in SPLIT_NAMES]
+        return cls(
+            *datasets,
+            labels=labels,
+            report=report,
+            info=info,
+            fingerprints={n: s.fingerprint for n, s in present.items() if s.fingerprint},
+            augmented="train" in present and present["train"].augmented,
+        )
 
     def __iter__(self) -> Iterator[tf.data.Dataset | None]:
         yield self.train
@@ -563,21 +459,3 @@ def make_fingerprint(*parts: Any) -> str:
             h.update(json.dumps(part, sort_keys=True, default=_jsonable).encode())
         h.update(b"\x00")
     return h.hexdigest()
-
-
-def mark(ds: tf.data.Dataset, augmented: bool, fingerprint: str) -> tf.data.Dataset:
-    """Sets the attributes `tfl.cache` reads: `_tfl_augmented` and `_tfl_fingerprint`.
-
-    Call it on the final dataset (after batch / prefetch): a new transformation returns a new
-    object without them.
-
-    Example:
-    >>> import tensorflow as tf
-    >>> from tfl.data.splits import mark
-    >>> ds = mark(tf.data.Dataset.range(3), augmented=False, fingerprint="ab12")
-    >>> ds._tfl_augmented, ds._tfl_fingerprint
-    (False, 'ab12')
-    """
-    ds._tfl_augmented = bool(augmented)
-    ds._tfl_fingerprint = str(fingerprint)
-    return ds

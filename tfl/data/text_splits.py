@@ -23,11 +23,11 @@ from tfl.data.splits import (
     DataSplits,
     LabelMap,
     MaxPerClass,
+    Split,
     cap_splits,
     check_split_classes,
     hash_split,
     make_fingerprint,
-    mark,
 )
 from tfl.data.text_files import Rows
 
@@ -133,9 +133,9 @@ def _datasets(
     pair: bool,
     seed: int,
     batch_size: int,
-) -> dict[str, tf.data.Dataset | None]:
-    """One marked dataset per split with rows (None for the others)."""
-    datasets: dict[str, tf.data.Dataset | None] = dict.fromkeys(SPLIT_NAMES)
+) -> dict[str, Split]:
+    """One split for each split that has rows."""
+    datasets: dict[str, Split] = {}
     for name, rows in parts.items():
         y = ys[name]
         if not rows.texts:
@@ -150,7 +150,7 @@ def _datasets(
             seed if name == "train" else None,
         )
         ds = _dataset(rows.texts, y, pair, name == "train", seed, batch_size)
-        datasets[name] = mark(ds, augmented=False, fingerprint=fingerprint)
+        datasets[name] = Split(ds, fingerprint)
     return datasets
 
 
@@ -207,14 +207,7 @@ def build_splits(
     messages += problems
     if messages:
         warnings.warn(" ".join(messages), stacklevel=stacklevel)
-    data = DataSplits(
-        datasets["train"],
-        datasets["validation"],
-        datasets["test"],
-        labels=label_map,
-        report=report,
-        info=info,
-    )
+    data = DataSplits.from_splits(datasets, label_map, report, info)
     if run_dir is not None:
         data.save(run_dir)
     return data

@@ -20,16 +20,16 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from tfl.data.images import describe_augment, image_pipeline
+from tfl.data.images import describe_augment, image_split
 from tfl.data.splits import (
     SPLIT_NAMES,
     BadInputReport,
     DataSplits,
     LabelMap,
     MaxPerClass,
+    Split,
     check_split_classes,
     make_fingerprint,
-    mark,
     resolve_max_per_class,
 )
 from tfl.data.tfds_builders import (
@@ -101,7 +101,7 @@ def _consecutive(lengths: list[int]) -> list[np.ndarray]:
 
 def _text_pipeline(
     ds: tf.data.Dataset, *, batch_size: int, training: bool, seed: int, fingerprint: str
-) -> tf.data.Dataset:
+) -> Split:
     if int(batch_size) < 1:
         raise ValueError(f"Received batch_size={batch_size}; expected a positive integer.")
     if training:
@@ -115,7 +115,7 @@ def _text_pipeline(
         "training": bool(training),
         "seed": int(seed) if training else None,
     }
-    return mark(ds, augmented=False, fingerprint=make_fingerprint(fingerprint, config))
+    return Split(ds, make_fingerprint(fingerprint, config))
 
 
 def _input_feature(info: Any, image_key: str, text_key: str, label_key: str) -> tuple[str, str]:
@@ -184,10 +184,10 @@ def _batched(
     seed: int,
     fingerprint: str,
     **augmentation: Any,
-) -> tf.data.Dataset:
-    """Images through `image_pipeline` (resize, augmentation), texts batched as strings."""
+) -> Split:
+    """Images through `image_split` (resize, augmentation), texts batched as strings."""
     if kind == "image":
-        return image_pipeline(
+        return image_split(
             ds,
             image_size,
             batch_size=batch_size,
@@ -211,9 +211,9 @@ def _split_datasets(
     *,
     seed: int,
     **options: Any,
-) -> tuple[dict[str, tf.data.Dataset | None], dict[str, int]]:
-    """One batched dataset per planned split (None for the others), and their sizes."""
-    datasets: dict[str, tf.data.Dataset | None] = dict.fromkeys(SPLIT_NAMES)
+) -> tuple[dict[str, Split], dict[str, int]]:
+    """One batched split per planned split, and their sizes."""
+    datasets: dict[str, Split] = {}
     num_examples = {}
     for s in SPLIT_NAMES:
         if reading.plan[s] is None:
@@ -397,7 +397,7 @@ def from_tfds(
         counts=counts,
         problems=problems,
         cap_info=cap_info,
-        fingerprints={s: ds._tfl_fingerprint for s, ds in datasets.items() if ds is not None},
+        fingerprints={s: split.fingerprint for s, split in datasets.items()},
         settings={
             "image_size": None if kind == "text" else image_size,
             "batch_size": batch_size,
@@ -410,14 +410,7 @@ def from_tfds(
             "carve_fractions": None if reading.fractions is None else list(reading.fractions),
         },
     )
-    data = DataSplits(
-        datasets["train"],
-        datasets["validation"],
-        datasets["test"],
-        labels,
-        BadInputReport(kind="examples"),
-        data_info,
-    )
+    data = DataSplits.from_splits(datasets, labels, BadInputReport(kind="examples"), data_info)
     if run_dir is not None:
         data.save(run_dir)
     return data

@@ -15,8 +15,13 @@ import tensorflow as tf
 from tfl.fitting.compiling import compile_like
 
 
-def resolve_cache(cache, x, phases):
-    """The `FeatureCache` for the frozen phases of this run, or None (see `fit_phases`)."""
+def resolve_cache(cache, x, phases, augmented: bool | None = None):
+    """The `FeatureCache` for the frozen phases of this run, or None (see `fit_phases`).
+
+    `augmented`: what the data's `tfl.data.DataSplits` says of its training split (None:
+    not known; then a first batch that differs between two reads counts as random).
+    """
+    known = augmented
     from tfl.cache import FeatureCache, is_randomly_augmented
 
     if cache is False or cache is None or all(p.trainable is not None for p in phases):
@@ -31,7 +36,7 @@ def resolve_cache(cache, x, phases):
         or hasattr(x, "__array__")
         or isinstance(x, list | tuple | dict)
     )
-    augmented = is_randomly_augmented(x) if readable else None
+    augmented = is_randomly_augmented(x, known) if readable else None
     if cache == "auto" or cache == "memory":
         if not readable or augmented is not False:
             return None  # augmented, shuffled or unreadable twice: train through the base
@@ -41,7 +46,7 @@ def resolve_cache(cache, x, phases):
             f"Received cache={cache!r} with training data of type {type(x).__name__}; the "
             "feature cache reads arrays or a finite tf.data.Dataset. Pass one, or cache=False."
         )
-    if augmented and getattr(x, "_tfl_augmented", None):
+    if augmented and known:
         raise ValueError(
             f"Received cache={cache!r} with randomly augmented training data: cached features "
             "would freeze one random draw. Turn augmentation off for the frozen phases, or use "
@@ -104,6 +109,7 @@ def fit_on_features(
     verbose,
     shuffle,
     fit_kwargs,
+    fingerprints=None,
 ):
     """One frozen phase: train the head model on cached base features.
 
@@ -117,6 +123,8 @@ def fit_on_features(
         callbacks: the phase's callbacks; they see `model`, not the head model.
         shuffle: the `shuffle` the user gave `fit_phases` (None if none).
         fit_kwargs: more `fit` arguments (`shuffle` and `sample_weight` are taken out).
+        fingerprints: `{"train": ..., "validation": ...}`, the data's own fingerprints where
+            known (from a `tfl.data.DataSplits`); else the data are hashed.
 
     Returns:
         The head model's `History`.
@@ -129,7 +137,9 @@ def fit_on_features(
     if talk:
         print(f"Phase {phase.name!r}: the base is frozen; training the head on cached features.")
 
-    def features(data_x, data_y, weights):
+    fingerprints = fingerprints or {}
+
+    def features(data_x, data_y, weights, split):
         return feature_cache.features(
             model,
             data_x,
@@ -138,16 +148,17 @@ def fit_on_features(
             batch_size=batch_size,
             feature_model=feature_model,
             verbose=talk,
+            fingerprint=fingerprints.get(split),
         )
 
-    train = features(x, y, sample_weight)
+    train = features(x, y, sample_weight, "train")
     validation = None
     if validation_data is not None:
         if isinstance(validation_data, tf.data.Dataset):
             vx, vy, vw = validation_data, None, None
         else:
             vx, vy, vw = keras.utils.unpack_x_y_sample_weight(tuple(validation_data))
-        validation = features(vx, vy, vw)
+        validation = features(vx, vy, vw, "validation")
     compile_like(head_model, model)
     from tfl.distribute import patch_multi_worker_build  # keras-team/keras#20585
 

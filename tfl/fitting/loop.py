@@ -81,7 +81,9 @@ def fit_phases(
     Args:
         model: a tfl task (or any compiled Keras model whose bases `tfl.block_groups` knows).
         phases: the plan, e.g. `tfl.two_phase()`.
-        x, y: training data as for `model.fit` (a `tf.data.Dataset` of batches, arrays, ...).
+        x, y: training data as for `model.fit` (a `tf.data.Dataset` of batches, arrays, ...),
+            or a `tfl.data.DataSplits` (its train split; its validation split unless
+            `validation_data` is given; its fingerprints key the feature cache).
         validation_data: as for `model.fit`.
         callbacks: Keras callbacks for every phase, e.g. `tfl.callbacks.standard_callbacks`.
         batch_size: for array inputs.
@@ -107,6 +109,7 @@ def fit_phases(
         A `PhaseHistory` over all epochs run, with `phase` and `learning_rate` columns.
     """
     phases = _checked_phases(model, phases, fit_kwargs)
+    x, validation_data, fingerprints, augmented = _unpack_data(x, validation_data)
     run = _PhaseRun(
         model=model,
         x=x,
@@ -120,6 +123,7 @@ def fit_phases(
         compile_kwargs=dict(compile_kwargs or {}),
         steps=_steps_per_epoch(x, batch_size, steps_per_epoch),
         fit_kwargs=_with_fit_defaults(fit_kwargs, x, steps_per_epoch),
+        fingerprints=fingerprints,
     )
     if l2sp:
         from tfl.regularizers import apply_l2sp
@@ -130,7 +134,7 @@ def fit_phases(
     state = ResumeState.open(run.callbacks, phases)
     run.history.set_model(model)
     state.restore(model, run.history, run.callbacks)  # a restart: earlier epochs and weights
-    run.feature_cache = resolve_cache(cache, x, phases)
+    run.feature_cache = resolve_cache(cache, x, phases, augmented)
     run.first_batch = _first_batch(x, batch_size) if lint else None
     epoch = state.next_epoch
     for index, phase in enumerate(phases):
@@ -158,10 +162,26 @@ class _PhaseRun:
     compile_kwargs: dict
     steps: int | None  # steps per epoch, for schedules (None: unknown)
     fit_kwargs: dict
+    fingerprints: dict = dataclasses.field(default_factory=dict)  # known ones, per split
     history: PhaseHistory = dataclasses.field(default_factory=PhaseHistory)
     feature_cache: Any = None  # the FeatureCache of frozen phases, or None
     first_batch: Any = None  # what the linter checks
     cached_run: tuple | None = None  # (feature_model, head_model) once split
+
+
+def _unpack_data(x, validation_data):
+    """`(x, validation_data, fingerprints, augmented)`: a `tfl.data.DataSplits` as the
+    training data gives its train split, its validation split (unless `validation_data` is
+    given) and what it knows of them; other data pass as they are."""
+    from tfl.data.splits import DataSplits
+
+    if not isinstance(x, DataSplits):
+        return x, validation_data, {}, None
+    fingerprints = {"train": x.fingerprints.get("train")}
+    if validation_data is None:
+        validation_data = x.validation
+        fingerprints["validation"] = x.fingerprints.get("validation")
+    return x.train, validation_data, fingerprints, x.augmented
 
 
 def _checked_phases(model, phases, fit_kwargs) -> list[Phase]:
@@ -252,6 +272,7 @@ def _fit_cached(run: _PhaseRun, phase: Phase, start: int, callbacks: list):
         verbose=run.verbose,
         shuffle=run.fit_kwargs.get("shuffle"),
         fit_kwargs=run.fit_kwargs,
+        fingerprints=run.fingerprints,
     )
 
 

@@ -27,7 +27,7 @@ from tfl.data.images.decode import (
     resize_image,
 )
 from tfl.data.images.folders import SPLIT_DIRS, folder_layout, from_folder
-from tfl.data.images.pipeline import image_pipeline
+from tfl.data.images.pipeline import image_pipeline, image_split
 
 __all__ = [
     "AUGMENTATIONS",
@@ -40,6 +40,7 @@ __all__ = [
     "from_arrays",
     "from_folder",
     "image_pipeline",
+    "image_split",
     "parse_image_size",
     "resize_image",
 ]

@@ -17,19 +17,19 @@ import tensorflow as tf
 
 from tfl.data.images.augment import describe_augment
 from tfl.data.images.decode import parse_image_size
-from tfl.data.images.pipeline import PIPELINE_VERSION, image_pipeline
+from tfl.data.images.pipeline import PIPELINE_VERSION, image_split
 from tfl.data.splits import (
     SPLIT_NAMES,
     BadInputReport,
     DataSplits,
     LabelMap,
     MaxPerClass,
+    Split,
     as_fractions,
     cap_splits,
     check_split_classes,
     hash_split,
     make_fingerprint,
-    mark,
     resolve_max_per_class,
     warn_missing_classes,
 )
@@ -176,8 +176,8 @@ def _class_counts(
 
 def _features_dataset(
     xs: np.ndarray, ys: np.ndarray, source: str, *, training: bool, batch_size: int, seed: int
-) -> tf.data.Dataset:
-    """Feature vectors as float32 batches (shuffled when training), marked."""
+) -> Split:
+    """Feature vectors as float32 batches (shuffled when training)."""
     ds = tf.data.Dataset.from_tensor_slices((xs.astype(np.float32), ys))
     if training:
         ds = ds.shuffle(len(xs), seed=seed, reshuffle_each_iteration=True)
@@ -185,7 +185,7 @@ def _features_dataset(
     config = {"version": PIPELINE_VERSION, "features": True, "batch_size": batch_size}
     if training:
         config["seed"] = seed
-    return mark(ds, False, make_fingerprint(source, config))
+    return Split(ds, make_fingerprint(source, config))
 
 
 def _split_dataset(
@@ -200,14 +200,14 @@ def _split_dataset(
     batch_size: int,
     seed: int,
     **augmentation: Any,
-) -> tf.data.Dataset:
-    """One split's dataset: images through `image_pipeline`, or feature vectors."""
+) -> Split:
+    """One split: images through `image_split`, or feature vectors."""
     source = make_fingerprint("arrays", label_map.names, keys, ys)
     if not is_image:
         return _features_dataset(
             xs, ys, source, training=training, batch_size=batch_size, seed=seed
         )
-    return image_pipeline(
+    return image_split(
         tf.data.Dataset.from_tensor_slices((xs, ys)),
         size,
         batch_size=batch_size,
@@ -307,7 +307,7 @@ def from_arrays(
     # The pipeline's settings, the same for every split (augmentation acts on train only).
     options = {"batch_size": batch_size, "resize": resize, "seed": seed}
     options.update(augment=augment, mixup=mixup, cutmix=cutmix)
-    datasets: dict[str, tf.data.Dataset | None] = dict.fromkeys(SPLIT_NAMES)
+    datasets: dict[str, Split] = {}
     for split in present:
         training = split == "train"
         datasets[split] = _split_dataset(
@@ -323,7 +323,7 @@ def from_arrays(
         "skipped": 0,  # arrays are checked whole: a bad array is an error, not a skip
         "class_warnings": problems,
         "max_per_class": cap_info,
-        "fingerprint": {s: datasets[s]._tfl_fingerprint for s in present},
+        "fingerprint": {s: datasets[s].fingerprint for s in present},
         "settings": {
             "image_size": size,
             "batch_size": batch_size,
@@ -335,14 +335,8 @@ def from_arrays(
             "cutmix": cutmix,
         },
     }
-    data = DataSplits(
-        datasets["train"],
-        datasets["validation"],
-        datasets["test"],
-        label_map,
-        BadInputReport(total=len(x), kind="examples"),
-        info,
-    )
+    report = BadInputReport(total=len(x), kind="examples")
+    data = DataSplits.from_splits(datasets, label_map, report, info)
     if run_dir is not None:
         data.save(run_dir)
     return data

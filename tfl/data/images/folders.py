@@ -27,6 +27,7 @@ from tfl.data.splits import (
     DataSplits,
     LabelMap,
     MaxPerClass,
+    Split,
     as_fractions,
     cap_splits,
     check_split_classes,
@@ -297,8 +298,8 @@ def _split_dataset(
     resize: str,
     seed: int,
     **pipeline: Any,
-) -> tf.data.Dataset:
-    """One split's dataset: its files read, decoded and resized (shuffled when training)."""
+) -> Split:
+    """One split: its files read, decoded and resized (shuffled when training)."""
     source = make_fingerprint(
         "folder",
         names,
@@ -358,7 +359,7 @@ def _folder_info(
         "ignored_examples": [os.path.relpath(p, root) for p in ignored[:10]],
         "class_warnings": problems,
         "max_per_class": cap_info,
-        "fingerprint": {s: datasets[s]._tfl_fingerprint for s in members},
+        "fingerprint": {s: datasets[s].fingerprint for s in members},
         "settings": settings,
     }
 
@@ -474,7 +475,7 @@ def from_folder(
     # The pipeline's settings, the same for every split (augmentation acts on train only).
     options = {"batch_size": batch_size, "resize": resize, "seed": seed}
     options.update(augment=augment, mixup=mixup, cutmix=cutmix)
-    datasets: dict[str, tf.data.Dataset | None] = dict.fromkeys(SPLIT_NAMES)
+    datasets: dict[str, Split] = {}
     for split in present:
         datasets[split] = _split_dataset(
             paths_arr, y, rel, members[split], names, size, training=split == "train", **options
@@ -503,9 +504,7 @@ def from_folder(
             "verify": verify,
         },
     )
-    data = DataSplits(
-        datasets["train"], datasets["validation"], datasets["test"], labels, report, info
-    )
+    data = DataSplits.from_splits(datasets, labels, report, info)
     if run_dir is not None:
         data.save(run_dir)
     return data

@@ -1,9 +1,10 @@
 """From unbatched `(image, label)` pairs to the batched dataset a tfl image model trains on.
 
-- `image_pipeline`: shuffle (training), then `finish_pipeline`; the TFDS and array loaders use it.
-- `finish_pipeline`: RGB, resize, batch, augment and mixup / cutmix (training), prefetch, and
-  mark the result with `_tfl_augmented` / `_tfl_fingerprint` (`tfl.data.splits.mark`); the
-  folder loader calls it on images it has decoded and resized itself.
+- `image_pipeline`: shuffle (training), then `finish_pipeline`; returns the dataset.
+  `image_split` does the same and returns a `tfl.data.splits.Split`: the dataset, its
+  fingerprint and whether it is randomly augmented (the TFDS and array loaders use it).
+- `finish_pipeline`: RGB, resize, batch, augment and mixup / cutmix (training), prefetch; a
+  `Split`. The folder loader calls it on images it has decoded and resized itself.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import tensorflow as tf
 
 from tfl.data.images.augment import augment_layers, check_mix, describe_augment, mixer
 from tfl.data.images.decode import RESIZE_POLICIES, parse_image_size, resize_image, to_rgb
-from tfl.data.splits import make_fingerprint, mark
+from tfl.data.splits import Split, make_fingerprint
 
 # Bumped when the pipeline changes what it produces, so old cached features are not reused.
 PIPELINE_VERSION = "tfl.data.images/1"
@@ -34,8 +35,9 @@ def finish_pipeline(
     seed: int,
     fingerprint: str,
     prepared: bool = False,
-) -> tf.data.Dataset:
-    """Unbatched (image, label) -> resized, batched, augmented, prefetched, marked.
+) -> Split:
+    """Unbatched (image, label) -> resized, batched, augmented, prefetched: a `Split` whose
+    fingerprint combines `fingerprint` with these settings ("" stays unknown).
 
     `prepared=True`: the images are already RGB float32 at `size` and the labels int64 (the
     folder loader decodes and resizes as it reads), so they are batched as they are.
@@ -81,7 +83,7 @@ def finish_pipeline(
         "seed": int(seed) if training else None,
     }
     final = make_fingerprint(fingerprint, config) if fingerprint else ""
-    return mark(ds, augmented=bool(layers or mix), fingerprint=final)
+    return Split(ds, final, augmented=bool(layers or mix))
 
 
 def _shuffle_buffer(ds: tf.data.Dataset, shuffle_buffer: int | None) -> int:
@@ -89,6 +91,44 @@ def _shuffle_buffer(ds: tf.data.Dataset, shuffle_buffer: int | None) -> int:
         return int(shuffle_buffer)
     n = int(ds.cardinality())
     return min(n, 4096) if n > 0 else 1024
+
+
+def image_split(
+    ds: tf.data.Dataset,
+    image_size: Any,
+    *,
+    batch_size: int = 32,
+    resize: str = "crop",
+    training: bool = False,
+    augment: Any = None,
+    mixup: float = 0.0,
+    cutmix: float = 0.0,
+    num_classes: int | None = None,
+    seed: int = 0,
+    fingerprint: str = "",
+    shuffle_buffer: int | None = None,
+) -> Split:
+    """`image_pipeline` as a `tfl.data.splits.Split`: the dataset, its fingerprint (the
+    source's `fingerprint` combined with the settings; "" when that is empty) and whether it
+    is randomly augmented."""
+    size = parse_image_size(image_size)
+    if training:
+        ds = ds.shuffle(
+            _shuffle_buffer(ds, shuffle_buffer), seed=seed, reshuffle_each_iteration=True
+        )
+    return finish_pipeline(
+        ds,
+        size,
+        batch_size=batch_size,
+        resize=resize,
+        training=training,
+        augment=augment,
+        mixup=mixup,
+        cutmix=cutmix,
+        num_classes=num_classes,
+        seed=seed,
+        fingerprint=fingerprint,
+    )
 
 
 def image_pipeline(
@@ -127,14 +167,13 @@ def image_pipeline(
             With both on, each batch uses one of them at random.
         num_classes: number of classes, for the one-hot labels of mixup/cutmix.
         seed: seed of the shuffle and the augmentation layers.
-        fingerprint: identity of the source data (e.g. a hash of the file list); the result's
-            `_tfl_fingerprint` combines it with these settings. Empty: the result's fingerprint
-            is "" (unknown; feature caches must not reuse it).
+        fingerprint: identity of the source data (e.g. a hash of the file list); `image_split`
+            combines it with these settings into the split's fingerprint. Empty: unknown
+            (feature caches must not reuse it).
         shuffle_buffer: examples in the shuffle buffer; default all up to 4096.
 
     Returns:
-        A batched, prefetched `tf.data.Dataset` marked with `_tfl_augmented` and
-        `_tfl_fingerprint` (see `tfl.data.splits.mark`).
+        A batched, prefetched `tf.data.Dataset`.
 
     Example:
     >>> import tensorflow as tf
@@ -142,17 +181,12 @@ def image_pipeline(
     >>> raw = tf.data.Dataset.from_tensor_slices((tf.zeros([5, 28, 28, 1], tf.uint8), [0] * 5))
     >>> ds = image_pipeline(raw, 32, batch_size=4)
     >>> x, y = next(iter(ds))
-    >>> tuple(x.shape), x.dtype.name, y.dtype.name, ds._tfl_augmented
-    ((4, 32, 32, 3), 'float32', 'int64', False)
+    >>> tuple(x.shape), x.dtype.name, y.dtype.name
+    ((4, 32, 32, 3), 'float32', 'int64')
     """
-    size = parse_image_size(image_size)
-    if training:
-        ds = ds.shuffle(
-            _shuffle_buffer(ds, shuffle_buffer), seed=seed, reshuffle_each_iteration=True
-        )
-    return finish_pipeline(
+    return image_split(
         ds,
-        size,
+        image_size,
         batch_size=batch_size,
         resize=resize,
         training=training,
@@ -162,7 +196,8 @@ def image_pipeline(
         num_classes=num_classes,
         seed=seed,
         fingerprint=fingerprint,
-    )
+        shuffle_buffer=shuffle_buffer,
+    ).dataset
 
 
 # --------------------------------------------------------------------------------------------
