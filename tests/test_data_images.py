@@ -7,7 +7,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from tfl.data.images import from_arrays, from_folder, image_pipeline, resize_image
+from tfl.data.images import from_arrays, from_folder, image_pipeline, image_split, resize_image
 from tfl.data.splits import LabelMap, cap_per_class
 
 SPLITS = (0.5, 0.25, 0.25)
@@ -173,8 +173,7 @@ def test_augmentation_changes_only_training_batches():
     y = np.arange(40) % 2
     plain = from_arrays(x, y, splits=(0.5, 0.5), batch_size=40)
     data = from_arrays(x, y, splits=(0.5, 0.5), batch_size=40, augment=["brightness", "flip"])
-    assert data.train._tfl_augmented and not data.validation._tfl_augmented
-    assert not plain.train._tfl_augmented
+    assert data.augmented and not plain.augmented  # (only the training split is augmented)
     originals = {xi.astype(np.float32).tobytes() for xi in x}
     train_x = collect(data.train)[0]
     assert sum(xi.tobytes() in originals for xi in train_x) < len(train_x) / 2
@@ -199,7 +198,7 @@ def test_mixup_and_cutmix_give_soft_labels_summing_to_one(mix):
     assert soft.dtype == np.float32 and soft.shape[1] == 4
     np.testing.assert_allclose(soft.sum(axis=1), 1.0, rtol=1e-5)
     assert np.any((soft > 0.01) & (soft < 0.99))  # some labels are really mixed
-    assert data.train._tfl_augmented
+    assert data.augmented
     assert collect(data.validation)[1].dtype == np.int64
 
 
@@ -256,12 +255,18 @@ def test_image_pipeline_for_tfds_style_input():
     rgba = np.zeros((6, 10, 10, 4), np.uint8)
     rgba[..., 0] = 200
     ds = tf.data.Dataset.from_tensor_slices((rgba, np.arange(6)))
-    out = image_pipeline(ds, (6, 6), batch_size=6, training=True, fingerprint="abc")
+    split = image_split(ds, (6, 6), batch_size=6, training=True, fingerprint="abc")
+    out = split.dataset
     x, y = next(iter(out))
     np.testing.assert_allclose(x, np.broadcast_to([200.0, 0, 0], (6, 6, 6, 3)), atol=1e-3)
     assert y.dtype == tf.int64 and sorted(y.numpy().tolist()) == list(range(6))
-    assert not out._tfl_augmented and len(out._tfl_fingerprint) == 64
-    assert image_pipeline(ds, 6)._tfl_fingerprint == ""  # unknown source: not cacheable
+    assert not split.augmented and len(split.fingerprint) == 64
+    assert image_split(ds, 6).fingerprint == ""  # unknown source: not cacheable
+    # image_pipeline is the same pipeline, the dataset alone.
+    again = next(iter(image_pipeline(ds, (6, 6), batch_size=6)))[0]
+    np.testing.assert_array_equal(
+        again, next(iter(image_split(ds, (6, 6), batch_size=6).dataset))[0]
+    )
     epochs = [next(iter(out))[1].numpy().tolist() for _ in range(3)]
     assert len({tuple(e) for e in epochs}) > 1  # reshuffled each epoch
     with pytest.raises(ValueError, match="num_classes"):

@@ -11,10 +11,10 @@ from tfl.data.splits import (
     BadInputReport,
     DataSplits,
     LabelMap,
+    Split,
     check_split_classes,
     hash_split,
     make_fingerprint,
-    mark,
 )
 
 KEYS = [f"class_{i % 4}/img_{i:04d}.jpg" for i in range(1000)]
@@ -125,9 +125,17 @@ def test_data_splits_unpacks_and_saves_everything(tmp_path):
     assert os.path.exists(tmp_path / "bad_inputs.txt")
 
 
-def test_mark_and_fingerprint():
-    ds = mark(tf.data.Dataset.range(2), augmented=True, fingerprint="f00")
-    assert ds._tfl_augmented is True and ds._tfl_fingerprint == "f00"
+def test_splits_collect_their_fingerprints_and_whether_train_is_augmented():
+    train = Split(tf.data.Dataset.range(2), "f00", augmented=True)
+    test = Split(tf.data.Dataset.range(1), "f01")
+    data = DataSplits.from_splits({"train": train, "test": test}, None, BadInputReport(), {})
+    assert (data.train, data.validation, data.test) == (train.dataset, None, test.dataset)
+    assert data.fingerprints == {"train": "f00", "test": "f01"} and data.augmented is True
+    unknown = DataSplits.from_splits({"test": Split(test.dataset, "")}, None, BadInputReport(), {})
+    assert unknown.fingerprints == {} and unknown.augmented is False  # "" is not a fingerprint
+
+
+def test_fingerprint():
     a = np.arange(6, dtype=np.uint8)
     assert make_fingerprint(a, {"size": 3}) == make_fingerprint(a.copy(), {"size": 3})
     assert make_fingerprint(a, {"size": 3}) != make_fingerprint(a, {"size": 4})

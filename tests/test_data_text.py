@@ -267,17 +267,17 @@ def test_train_reshuffles_each_epoch_and_evaluation_splits_keep_order_and_finger
     assert first != second and sorted(first) == sorted(second)
     val = [x for x, _ in _examples(data.validation)]
     assert val == sorted(val) and _examples(data.validation) == _examples(data.validation)
-    for ds in (data.train, data.validation):
-        assert ds._tfl_augmented is False and len(ds._tfl_fingerprint) == 64
+    assert data.augmented is False
+    assert [len(data.fingerprints[s]) for s in ("train", "validation")] == [64, 64]
     assert data.test is None
 
     def fingerprints(**kwargs):
         labels = kwargs.pop("labels", [i % 3 for i in range(40)])
         d = from_texts(texts, labels, splits=(0.5, 0.5), **{"batch_size": 4, **kwargs})
-        return d.train._tfl_fingerprint, d.validation._tfl_fingerprint
+        return d.fingerprints["train"], d.fingerprints["validation"]
 
     same = fingerprints()
-    assert same == (data.train._tfl_fingerprint, data.validation._tfl_fingerprint)
+    assert same == (data.fingerprints["train"], data.fingerprints["validation"])
     assert len(set(same)) == 2
     assert fingerprints(batch_size=8)[1] != same[1]
     changed = [i % 3 for i in range(40)]
@@ -377,8 +377,8 @@ def test_max_per_class_caps_each_split_and_is_stable_when_rows_are_appended(tmp_
     # A cap chooses within a split: every kept row keeps the split it had without the cap.
     split_of = _split_of(full)
     assert all(split_of[t] == s for t, s in _split_of(data).items())
-    assert data.train._tfl_fingerprint != full.train._tfl_fingerprint
-    assert data.validation._tfl_fingerprint == full.validation._tfl_fingerprint  # uncapped
+    assert data.fingerprints["train"] != full.fingerprints["train"]
+    assert data.fingerprints["validation"] == full.fingerprints["validation"]  # uncapped
 
     # Appended neg rows leave the pos choice alone; appended pos rows only swap in new rows.
     def kept(d, label):

@@ -126,7 +126,7 @@ def test_from_tfds_mnist5k_carves_stable_disjoint_splits(data_dir):
     x, y = next(iter(data.validation))
     assert x.shape == (64, 32, 32, 3) and x.dtype == "float32" and y.dtype == "int64"
     assert float(np.min(x)) >= 0.0 and 200.0 < float(np.max(x)) <= 255.0
-    assert data.train._tfl_augmented is False and len(data.train._tfl_fingerprint) == 64
+    assert data.augmented is False and len(data.fingerprints["train"]) == 64
 
     # The same call gives the same splits; another seed gives others.
     again = from_tfds("mnist5k", 32, data_dir=data_dir, batch_size=64)
@@ -161,7 +161,7 @@ def test_from_tfds_mixup_soft_labels_only_on_train(data_dir):
     np.testing.assert_allclose(y.numpy().sum(-1), 1.0, rtol=1e-5)
     assert (y.numpy().max(-1) < 1.0).any()  # some labels are mixed
     assert next(iter(data.validation))[1].dtype == "int64"
-    assert data.train._tfl_augmented is True and data.validation._tfl_augmented is False
+    assert data.augmented is True  # the training split (validation stays plain, above)
 
 
 def test_from_tfds_movie_sentences_yields_strings_and_saves(data_dir, tmp_path):

@@ -305,15 +305,13 @@ def test_auto_choices_on_a_cpu():
     assert write_dir("runs/x", strategy) == "runs/x"
 
 
-def test_shard_keeps_tfl_data_marks_and_turns_auto_sharding_off_on_one_worker():
+def test_shard_turns_auto_sharding_off_on_one_worker():
     import tensorflow as tf
 
     ds = tf.data.Dataset.range(6).batch(2)
-    ds._tfl_augmented, ds._tfl_fingerprint = False, "abc"
     sharded = shard(ds, get_strategy("default"))
     policy = sharded.options().experimental_distribute.auto_shard_policy
     assert policy == tf.data.experimental.AutoShardPolicy.OFF
-    assert (sharded._tfl_augmented, sharded._tfl_fingerprint) == (False, "abc")
     assert [b.tolist() for b in sharded.as_numpy_iterator()] == [[0, 1], [2, 3], [4, 5]]
     assert shard(None) is None
 
