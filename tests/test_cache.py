@@ -189,6 +189,29 @@ def test_data_splits_tell_the_cache_what_their_shuffled_splits_are(tmp_path, cap
     assert all(line in out for line in loaded) and "Computed" not in out
 
 
+def test_a_warm_cache_leaves_the_training_order_as_a_cold_one_does(tmp_path):
+    # Each new iterator of a shuffled split draws the next shuffle seed: an extraction that
+    # read the split would change the fine-tuning order, and a run's result would depend on
+    # whether the cache was warm. A DataSplits' split is read in order instead; a bare dataset
+    # gets the same iterators started (not read) when its features are loaded.
+    def next_order(cache, in_order: bool):
+        keras.utils.set_random_seed(0)  # the pipeline's shuffle seeds, as in a new run
+        data = tfl.data.from_arrays(images(16), np.arange(16) % 4, 32, splits=(1.0,), batch_size=16)
+        kwargs = {"in_order": data.train_in_order, "fingerprint": "f"} if in_order else {}
+        if cache is not None:
+            cache.features(_model(), data.train, **kwargs)
+        return next(iter(data.train))[1].numpy().tolist()
+
+    untouched = next_order(None, in_order=True)
+    cache = FeatureCache(str(tmp_path / "a"))
+    assert next_order(cache, in_order=True) == untouched  # cold: computed from the in-order view
+    assert next_order(cache, in_order=True) == untouched  # warm: loaded
+    bare = FeatureCache(str(tmp_path / "b"))
+    cold = next_order(bare, in_order=False)
+    assert cold != untouched  # reading the shuffled split itself moves its order on...
+    assert next_order(bare, in_order=False) == cold  # ...and loading moves it on alike
+
+
 def test_callbacks_see_the_full_task_and_can_stop_a_cached_phase(tmp_path):
     seen = []
 

@@ -103,6 +103,7 @@ def load_data(config: RunConfig, strategy=None, run_dir: str | None = None):
         train=shard(data.train, strategy),
         validation=shard(data.validation, strategy),
         test=shard(data.test, strategy),
+        train_in_order=shard(data.train_in_order, strategy),
     )
 
 

@@ -293,6 +293,7 @@ class FeatureCache:
         feature_model: keras.Model | None = None,
         verbose: int = 0,
         fingerprint: str | None = None,
+        in_order=None,
     ) -> CachedFeatures:
         """The base features of `x` (computed, or loaded from memory/disk).
 
@@ -305,14 +306,23 @@ class FeatureCache:
             verbose: 1 prints where the features came from and how long it took.
             fingerprint: what identifies `x`'s batches, when known (a `tfl.data.DataSplits`'
                 `fingerprints[split]`); else the data is hashed (`data_fingerprint`).
+            in_order: the same examples as the `tf.data.Dataset` `x` in a fixed order (a
+                `DataSplits`' `train_in_order`): read instead of `x`, so that `x`'s shuffle
+                is left alone. Without it, loading features from the cache starts (and drops,
+                reading nothing) the iterators an extraction would have started over `x`: each
+                new iterator of a reshuffling pipeline draws the next shuffle seed, and the
+                training order must not depend on whether the cache was warm.
         """
         _check_data(x)
         if feature_model is None:
             feature_model, _ = split_at_bases(model)
         start = time.perf_counter()
-        key = self._key(feature_model, model, x, y, sample_weight, batch_size, fingerprint)
+        source = x if in_order is None else in_order
+        key = self._key(feature_model, model, source, y, sample_weight, batch_size, fingerprint)
         found = self._load(key)
         if found is not None:
+            if in_order is None:
+                _start_iterators_like_extraction(x, batch_size)
             found.seconds = time.perf_counter() - start
             found.batch_size = batch_size or found.batch_size
             self._remember(key, found)
@@ -322,10 +332,12 @@ class FeatureCache:
         folder = self._new_folder(key)
         writer = FeatureWriter(folder)
         try:
-            if batch_size is None and isinstance(x, tf.data.Dataset):
-                first = next(iter(x.take(1)), None)  # the batch size the head trains with
+            if batch_size is None and isinstance(source, tf.data.Dataset):
+                first = next(iter(source.take(1)), None)  # the batch size the head trains with
                 batch_size = None if first is None else int(tree.flatten(first)[0].shape[0])
-            dataset = extraction_dataset(model, x, y, sample_weight, batch_size, self.batch_size)
+            dataset = extraction_dataset(
+                model, source, y, sample_weight, batch_size, self.batch_size
+            )
             targets, weights = extract(feature_model, dataset, writer)
         except BaseException:
             writer.close()
@@ -436,6 +448,15 @@ def _check_data(x) -> None:
             )
     elif x is None:
         raise ValueError("Received x=None; pass the data to extract features from.")
+
+
+def _start_iterators_like_extraction(x, batch_size) -> None:
+    """Start and drop the iterators an extraction starts over `x`, reading nothing: a new
+    iterator draws its shuffle seed when it starts, not when it is read."""
+    if isinstance(x, tf.data.Dataset):
+        if batch_size is None:
+            iter(x.take(1))
+        iter(x)
 
 
 # --- Deciding whether a phase can use the cache -------------------------------------------

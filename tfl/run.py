@@ -246,7 +246,11 @@ def _lr_find(run: Run, phase):
         store = FeatureCache(None if cache == "memory" else "auto")
         fingerprint = data.fingerprints.get("train")
         features = store.features(
-            model, train, feature_model=feature_model, fingerprint=fingerprint
+            model,
+            train,
+            feature_model=feature_model,
+            fingerprint=fingerprint,
+            in_order=data.train_in_order,
         )
         compile_like(head_model, model)
         target = head_model

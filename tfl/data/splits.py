@@ -395,6 +395,11 @@ class DataSplits:
             preprocessing); a split left out is unknown.
         augmented: the training split is randomly augmented (each read differs), so its
             features must not be cached.
+        train_in_order: the training examples in a fixed order, neither shuffled nor
+            augmented, for reading them once (the feature cache extracts from it). Each new
+            iterator of the shuffled `train` draws the next shuffle seed; reading this one
+            instead leaves the training order the same whether features were computed or
+            loaded from the cache.
 
     Example:
     >>> from tfl.data.splits import BadInputReport, DataSplits
@@ -410,12 +415,20 @@ class DataSplits:
     info: dict = dataclasses.field(default_factory=dict)
     fingerprints: dict[str, str] = dataclasses.field(default_factory=dict)
     augmented: bool = False
+    train_in_order: tf.data.Dataset | None = None
 
     @classmethod
     def from_splits(
-        cls, splits: Mapping[str, Split | None], labels, report, info: dict
+        cls,
+        splits: Mapping[str, Split | None],
+        labels,
+        report,
+        info: dict,
+        train_in_order: Split | None = None,
     ) -> DataSplits:
-        """The `DataSplits` of `{split name: Split}` (missing or None splits are None)."""
+        """The `DataSplits` of `{split name: Split}` (missing or None splits are None);
+        `train_in_order` is the training split built as an evaluation split (not shuffled,
+        not augmented)."""
         present = {name: split for name, split in splits.items() if split is not None}
         datasets = [present[name].dataset if name in present else None for name in SPLIT_NAMES]
         return cls(
@@ -425,6 +438,7 @@ class DataSplits:
             info=info,
             fingerprints={n: s.fingerprint for n, s in present.items() if s.fingerprint},
             augmented="train" in present and present["train"].augmented,
+            train_in_order=None if train_in_order is None else train_in_order.dataset,
         )
 
     def __iter__(self) -> Iterator[tf.data.Dataset | None]:

@@ -189,6 +189,10 @@ def build_splits(
     ys = {name: encode_labels(label_map, rows.labels, rows.where) for name, rows in parts.items()}
     cap_info = _cap(parts, ys, label_map, max_per_class, seed)
     datasets = _datasets(parts, ys, label_map, pair, seed, batch_size)
+    in_order = None  # the training rows read once, in order (for the feature cache)
+    if "train" in datasets:
+        texts, y = parts["train"].texts, ys["train"]
+        in_order = Split(_dataset(texts, y, pair, False, seed, batch_size), "")
     y_all, class_counts, problems = _class_counts(ys, label_map)
     info.update(
         num_examples={n: len(parts[n].texts) for n in ys},
@@ -207,7 +211,7 @@ def build_splits(
     messages += problems
     if messages:
         warnings.warn(" ".join(messages), stacklevel=stacklevel)
-    data = DataSplits.from_splits(datasets, label_map, report, info)
+    data = DataSplits.from_splits(datasets, label_map, report, info, train_in_order=in_order)
     if run_dir is not None:
         data.save(run_dir)
     return data

@@ -211,10 +211,12 @@ def _split_datasets(
     *,
     seed: int,
     **options: Any,
-) -> tuple[dict[str, Split], dict[str, int]]:
-    """One batched split per planned split, and their sizes."""
+) -> tuple[dict[str, Split], dict[str, int], Split | None]:
+    """One batched split per planned split, their sizes, and the training split in order
+    (not shuffled or augmented: what the feature cache reads)."""
     datasets: dict[str, Split] = {}
     num_examples = {}
+    in_order = None
     for s in SPLIT_NAMES:
         if reading.plan[s] is None:
             continue
@@ -222,7 +224,11 @@ def _split_datasets(
         datasets[s] = _batched(
             kind, ds, image_size, training=s == "train", seed=seed, fingerprint=source, **options
         )
-    return datasets, num_examples
+        if s == "train":
+            in_order = _batched(
+                kind, ds, image_size, training=False, seed=seed, fingerprint=source, **options
+            )
+    return datasets, num_examples, in_order
 
 
 def _tfds_info(
@@ -371,7 +377,7 @@ def from_tfds(
     cap_info = reading.cap(max_per_class, seed, labels)
     counts, problems = _check_classes(reading, labels)
 
-    datasets, num_examples = _split_datasets(
+    datasets, num_examples, in_order = _split_datasets(
         builder,
         reading,
         kind,
@@ -410,7 +416,8 @@ def from_tfds(
             "carve_fractions": None if reading.fractions is None else list(reading.fractions),
         },
     )
-    data = DataSplits.from_splits(datasets, labels, BadInputReport(kind="examples"), data_info)
+    report = BadInputReport(kind="examples")
+    data = DataSplits.from_splits(datasets, labels, report, data_info, train_in_order=in_order)
     if run_dir is not None:
         data.save(run_dir)
     return data

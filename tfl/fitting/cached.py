@@ -109,7 +109,7 @@ def fit_on_features(
     verbose,
     shuffle,
     fit_kwargs,
-    fingerprints=None,
+    known=None,
 ):
     """One frozen phase: train the head model on cached base features.
 
@@ -123,8 +123,9 @@ def fit_on_features(
         callbacks: the phase's callbacks; they see `model`, not the head model.
         shuffle: the `shuffle` the user gave `fit_phases` (None if none).
         fit_kwargs: more `fit` arguments (`shuffle` and `sample_weight` are taken out).
-        fingerprints: `{"train": ..., "validation": ...}`, the data's own fingerprints where
-            known (from a `tfl.data.DataSplits`); else the data are hashed.
+        known: what a `tfl.data.DataSplits` says of the data: `fingerprints` (`{"train":
+            ..., "validation": ...}`, else the data are hashed) and `in_order` (the training
+            split in a fixed order, read for the features instead of the shuffled one).
 
     Returns:
         The head model's `History`.
@@ -137,9 +138,11 @@ def fit_on_features(
     if talk:
         print(f"Phase {phase.name!r}: the base is frozen; training the head on cached features.")
 
-    fingerprints = fingerprints or {}
+    known = known or {}
+    fingerprints = known.get("fingerprints", {})
 
     def features(data_x, data_y, weights, split):
+        in_order = known.get("in_order") if split == "train" else None
         return feature_cache.features(
             model,
             data_x,
@@ -149,6 +152,7 @@ def fit_on_features(
             feature_model=feature_model,
             verbose=talk,
             fingerprint=fingerprints.get(split),
+            in_order=in_order,
         )
 
     train = features(x, y, sample_weight, "train")

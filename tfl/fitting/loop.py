@@ -109,7 +109,7 @@ def fit_phases(
         A `PhaseHistory` over all epochs run, with `phase` and `learning_rate` columns.
     """
     phases = _checked_phases(model, phases, fit_kwargs)
-    x, validation_data, fingerprints, augmented = _unpack_data(x, validation_data)
+    x, validation_data, known = _unpack_data(x, validation_data)
     run = _PhaseRun(
         model=model,
         x=x,
@@ -123,7 +123,7 @@ def fit_phases(
         compile_kwargs=dict(compile_kwargs or {}),
         steps=_steps_per_epoch(x, batch_size, steps_per_epoch),
         fit_kwargs=_with_fit_defaults(fit_kwargs, x, steps_per_epoch),
-        fingerprints=fingerprints,
+        known=known,
     )
     if l2sp:
         from tfl.regularizers import apply_l2sp
@@ -134,7 +134,7 @@ def fit_phases(
     state = ResumeState.open(run.callbacks, phases)
     run.history.set_model(model)
     state.restore(model, run.history, run.callbacks)  # a restart: earlier epochs and weights
-    run.feature_cache = resolve_cache(cache, x, phases, augmented)
+    run.feature_cache = resolve_cache(cache, x, phases, known.get("augmented"))
     run.first_batch = _first_batch(x, batch_size) if lint else None
     epoch = state.next_epoch
     for index, phase in enumerate(phases):
@@ -162,7 +162,8 @@ class _PhaseRun:
     compile_kwargs: dict
     steps: int | None  # steps per epoch, for schedules (None: unknown)
     fit_kwargs: dict
-    fingerprints: dict = dataclasses.field(default_factory=dict)  # known ones, per split
+    # What a DataSplits says of its data: fingerprints, augmented, the training split in order.
+    known: dict = dataclasses.field(default_factory=dict)
     history: PhaseHistory = dataclasses.field(default_factory=PhaseHistory)
     feature_cache: Any = None  # the FeatureCache of frozen phases, or None
     first_batch: Any = None  # what the linter checks
@@ -170,18 +171,20 @@ class _PhaseRun:
 
 
 def _unpack_data(x, validation_data):
-    """`(x, validation_data, fingerprints, augmented)`: a `tfl.data.DataSplits` as the
-    training data gives its train split, its validation split (unless `validation_data` is
-    given) and what it knows of them; other data pass as they are."""
+    """`(x, validation_data, known)`: a `tfl.data.DataSplits` as the training data gives its
+    train split, its validation split (unless `validation_data` is given) and what it knows
+    of them (`fingerprints` per split, `augmented`, `train_in_order`); other data pass as
+    they are, nothing known."""
     from tfl.data.splits import DataSplits
 
     if not isinstance(x, DataSplits):
-        return x, validation_data, {}, None
+        return x, validation_data, {}
     fingerprints = {"train": x.fingerprints.get("train")}
     if validation_data is None:
         validation_data = x.validation
         fingerprints["validation"] = x.fingerprints.get("validation")
-    return x.train, validation_data, fingerprints, x.augmented
+    known = {"fingerprints": fingerprints, "augmented": x.augmented, "in_order": x.train_in_order}
+    return x.train, validation_data, known
 
 
 def _checked_phases(model, phases, fit_kwargs) -> list[Phase]:
@@ -272,7 +275,7 @@ def _fit_cached(run: _PhaseRun, phase: Phase, start: int, callbacks: list):
         verbose=run.verbose,
         shuffle=run.fit_kwargs.get("shuffle"),
         fit_kwargs=run.fit_kwargs,
-        fingerprints=run.fingerprints,
+        known=run.known,
     )
 
 

@@ -313,6 +313,11 @@ def from_arrays(
         datasets[split] = _split_dataset(
             *arrays[split], label_map, size, is_image=is_image, training=training, **options
         )
+    in_order = None
+    if "train" in present:  # the training examples read once, in order (for the feature cache)
+        in_order = _split_dataset(
+            *arrays["train"], label_map, size, is_image=is_image, training=False, **options
+        )
     info = {
         "source": "arrays",
         "kind": "images" if is_image else "features",
@@ -336,7 +341,7 @@ def from_arrays(
         },
     }
     report = BadInputReport(total=len(x), kind="examples")
-    data = DataSplits.from_splits(datasets, label_map, report, info)
+    data = DataSplits.from_splits(datasets, label_map, report, info, train_in_order=in_order)
     if run_dir is not None:
         data.save(run_dir)
     return data

@@ -480,6 +480,11 @@ def from_folder(
         datasets[split] = _split_dataset(
             paths_arr, y, rel, members[split], names, size, training=split == "train", **options
         )
+    in_order = None
+    if "train" in present:  # the training files read once, in order (for the feature cache)
+        in_order = _split_dataset(
+            paths_arr, y, rel, members["train"], names, size, training=False, **options
+        )
     info = _folder_info(
         root,
         layout,
@@ -504,7 +509,7 @@ def from_folder(
             "verify": verify,
         },
     )
-    data = DataSplits.from_splits(datasets, labels, report, info)
+    data = DataSplits.from_splits(datasets, labels, report, info, train_in_order=in_order)
     if run_dir is not None:
         data.save(run_dir)
     return data
