@@ -151,6 +151,7 @@ def with_task_targets(data, task: Task):
             ("train", data.train),
             ("validation", data.validation),
             ("test", data.test),
+            ("train_in_order", data.train_in_order),
         )
     }
     # The cached features keep their targets: the fingerprints say which ones.
