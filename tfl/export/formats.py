@@ -2,12 +2,52 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
+
+import numpy as np
 
 FORMATS = ("keras", "saved_model", "tflite")
 QUANTIZATIONS = ("float32", "float16", "dynamic_int8", "int8")
-# Max |difference| from the Keras model that a float artefact may show (parity check).
-TOLERANCES = {"keras": 1e-5, "saved_model": 1e-5, "float32": 1e-5}
+
+
+@dataclasses.dataclass(frozen=True)
+class Tolerance:
+    """How far a float32 artefact's output may be from the Keras model's: `atol + rtol * scale`.
+
+    `scale` is the largest |value| of that output over the checked examples (1 for
+    probabilities that reach 1; the largest |score| or |value| for SVM scores and regression
+    values). Float32 rounding in another runtime's kernels (oneDNN in TensorFlow, XNNPACK in
+    LiteRT) sums the same products in another order: its error grows with the magnitude of
+    the numbers summed, which is the scale of the whole output, not of each element (an
+    element near 0 computed from large activations carries the same absolute error). So the
+    limit is absolute, scaled by the output's largest magnitude.
+
+    Example:
+    >>> from tfl.export.formats import Tolerance
+    >>> Tolerance(atol=1e-4, rtol=1e-4).limit(np.array([[0.2, 0.8]]))
+    0.0002
+    >>> Tolerance(atol=1e-4, rtol=1e-4).limit(np.array([[-250.0, 3.0]]))
+    0.0251
+    """
+
+    atol: float
+    rtol: float
+
+    def limit(self, reference: np.ndarray) -> float:
+        """`atol + rtol * max |reference|` (just `atol` for an empty output)."""
+        reference = np.asarray(reference, dtype=np.float64)
+        scale = float(np.max(np.abs(reference))) if reference.size else 0.0
+        return self.atol + self.rtol * scale
+
+
+# How far each float artefact may be from Keras (the parity check); set from
+# benchmarks/export_parity.py (see tfl.export's docstring and the README).
+TOLERANCES = {
+    "keras": Tolerance(atol=1e-6, rtol=1e-6),
+    "saved_model": Tolerance(atol=1e-4, rtol=1e-4),
+    "float32": Tolerance(atol=1e-4, rtol=1e-4),
+}
 
 
 class ExportError(RuntimeError):

@@ -22,7 +22,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfl.export.examples import batched, length, take
-from tfl.export.formats import TOLERANCES, ExportError
+from tfl.export.formats import TOLERANCES, ExportError, Tolerance
 from tfl.export.signatures import Inputs, Output, postprocess_numpy
 
 PROBE_SIGNATURE = "serving_default"
@@ -162,6 +162,20 @@ def _max_diff(got: dict, ref: dict) -> tuple[float, str]:
     return worst, where
 
 
+def _output_diffs(got: dict, ref: dict, tolerance: Tolerance) -> dict[str, dict]:
+    """Per output: max |difference|, the output's scale (max |Keras value|) and its limit."""
+    diffs = {}
+    for key, value in ref.items():
+        scale = float(np.max(np.abs(value))) if value.size else 0.0
+        if key in got and np.shape(got[key]) == np.shape(value):
+            g = np.asarray(got[key], np.float64)
+            diff = float(np.max(np.abs(g - value))) if value.size else 0.0
+        else:
+            diff = float("inf")
+        diffs[key] = {"max_abs_diff": diff, "scale": scale, "limit": tolerance.limit(value)}
+    return diffs
+
+
 def _judge(
     name: str, kind: str, got: dict, ref: dict, outputs, targets, max_accuracy_drop: float
 ) -> dict:
@@ -172,12 +186,20 @@ def _judge(
     failures = []
     tolerance = TOLERANCES.get(kind)
     if tolerance is not None:
-        entry["tolerance"] = tolerance
-        if not diff <= tolerance:
-            failures.append(
-                f"{name}: max |difference| from the Keras model {diff:.3g} on {where} > "
-                f"tolerance {tolerance:g}"
-            )
+        diffs = _output_diffs(got, ref, tolerance)
+        entry["outputs"] = diffs
+        entry["tolerance"] = {"atol": tolerance.atol, "rtol": tolerance.rtol}
+        # The output closest to (or furthest over) its limit speaks for the artefact.
+        key = max(diffs, key=lambda k: _ratio(diffs[k]), default="")
+        if key:
+            entry.update(worst_output=key, limit=diffs[key]["limit"])
+        for output, d in diffs.items():
+            if not d["max_abs_diff"] <= d["limit"]:  # also catches NaN
+                failures.append(
+                    f"{name}: max |difference| from the Keras model {d['max_abs_diff']:.3g} on "
+                    f"{output} > limit {d['limit']:.3g} (= {tolerance.atol:g} + "
+                    f"{tolerance.rtol:g} x max |{output}| {d['scale']:.3g})"
+                )
     else:
         entry["max_accuracy_drop"] = max_accuracy_drop
         for output, q in entry["quality"].items():
@@ -204,6 +226,14 @@ def _judge(
     entry["failures"] = failures
     entry["passed"] = not failures
     return entry
+
+
+def _ratio(diff: dict) -> float:
+    """How close an output's difference is to its limit (inf for NaN or a missing output)."""
+    d, limit = diff["max_abs_diff"], diff["limit"]
+    if not d == d:  # NaN
+        return float("inf")
+    return d / limit if limit > 0 else (0.0 if d == 0 else float("inf"))
 
 
 def _probes(spec: Inputs) -> list[dict]:

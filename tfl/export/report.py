@@ -110,8 +110,8 @@ def _parity_lines(report: dict) -> list[str]:
     for name, entry in report["parity"].items():
         q = next(iter(entry["quality"].values()))
         limit = (
-            f"≤ {entry['tolerance']:g}"
-            if "tolerance" in entry
+            f"≤ {entry['limit']:.2g}"
+            if "limit" in entry
             else f"accuracy drop ≤ {entry['max_accuracy_drop']:g}"
         )
         accuracy = (
