@@ -108,7 +108,7 @@ def _short_error(error: BaseException) -> str:
 def read_image(path: str, image_size: int | Sequence[int], resize: str = "crop") -> np.ndarray:
     """One image file as a tfl image model's input, prepared as the training data was.
 
-    `tfl.data.decode_image` (JPEG, PNG, GIF, BMP to RGB float32 in 0-255), then
+    `tfl.data.decode_image` (JPEG, PNG, GIF, BMP, WebP to RGB float32 in 0-255), then
     `tfl.data.resize_image` to `image_size` with the run's resize policy.
 
     Args:
@@ -151,7 +151,7 @@ def read_image(path: str, image_size: int | Sequence[int], resize: str = "crop")
         image = resize_image(decode_image(contents), size, resize)
     except tf.errors.OpError as e:
         raise ValueError(
-            f"{path}: not a readable image (JPEG, PNG, GIF or BMP): {_short_error(e)}"
+            f"{path}: not a readable image (JPEG, PNG, GIF, BMP or WebP): {_short_error(e)}"
         ) from None
     return image.numpy()
 
