@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 
+from tfl.config.base_checks import check_unfreeze_groups
 from tfl.config.file_checks import check_encoding_settings, check_text_files
 from tfl.config.files import default_name
 from tfl.config.model_checks import check_model
@@ -307,6 +308,8 @@ def check_train(
     """The `train:` section, given the checked `data` and `model` sections."""
     schedule, head_epochs, finetune_epochs = _check_schedule(train, kind)
     unfreeze = _check_unfreeze(train.unfreeze, schedule)
+    bases = model.base if isinstance(model.base, tuple) else (model.base,)
+    check_unfreeze_groups(unfreeze, schedule, kind, bases)  # the base's own block groups
     head_lr = check_number(
         "train.head_learning_rate", train.head_learning_rate, 0.001, 0.0, low_open=True
     )

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import subprocess
 import sys
@@ -231,7 +232,7 @@ def _judge(
 def _ratio(diff: dict) -> float:
     """How close an output's difference is to its limit (inf for NaN or a missing output)."""
     d, limit = diff["max_abs_diff"], diff["limit"]
-    if not d == d:  # NaN
+    if math.isnan(d):
         return float("inf")
     return d / limit if limit > 0 else (0.0 if d == 0 else float("inf"))
 

@@ -243,7 +243,9 @@ def _fit_phase(run: _PhaseRun, state: ResumeState, index: int, phase: Phase, sta
     )
     callbacks = [PhaseLogs(index, run.history)]
     callbacks += state.phase_callbacks(run.callbacks, index, scheduled)
-    if run.verbose != 0 and not any(isinstance(cb, keras.callbacks.ProgbarLogger) for cb in callbacks):
+    if run.verbose != 0 and not any(
+        isinstance(cb, keras.callbacks.ProgbarLogger) for cb in callbacks
+    ):
         callbacks.append(EpochProgress())  # no phase / learning_rate columns on the console
     model._initial_epoch = None  # Keras never resets what BackupAndRestore set
     if run.feature_cache is not None and phase.trainable is None:
