@@ -26,6 +26,11 @@ def test_tfl_train_end_to_end_writes_a_reloadable_run(tmp_path, capsys):
     assert cli.main(argv) == cli.EXIT_OK
     out = capsys.readouterr().out
     assert f"Run directory: {run_dir}" in out and "Test accuracy:" in out
+    # Output that is not a terminal gets one line per epoch, without the history's
+    # bookkeeping columns and without progress-bar redraws.
+    epochs = [line.split(" - ")[0] for line in out.splitlines() if line.startswith("Epoch ")]
+    assert epochs == ["Epoch 1/1", "Epoch 2/2"]
+    assert "\r" not in out and "phase:" not in out and "learning_rate:" not in out
     with open(os.path.join(run_dir, "metrics.json")) as f:
         metrics = json.load(f)
     assert 0.0 <= metrics["test_accuracy"] <= 1.0
