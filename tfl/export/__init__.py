@@ -49,7 +49,7 @@ model takes and gives, postprocessing), `writers` (`.keras`, SavedModel, TFLite)
 """
 
 from tfl.export.exporting import export_model, export_run
-from tfl.export.formats import FORMATS, QUANTIZATIONS, TOLERANCES, ExportError
+from tfl.export.formats import FORMATS, QUANTIZATIONS, TOLERANCES, ExportError, Tolerance
 from tfl.export.parity import PROBE_SIGNATURE  # noqa: F401  (not in __all__, as before)
 from tfl.export.writers import export_saved_model, export_tflite, save_keras
 
@@ -58,6 +58,7 @@ __all__ = [
     "QUANTIZATIONS",
     "TOLERANCES",
     "ExportError",
+    "Tolerance",
     "export_model",
     "export_run",
     "export_saved_model",

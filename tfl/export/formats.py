@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -25,7 +25,7 @@ class Tolerance:
 
     Example:
     >>> from tfl.export.formats import Tolerance
-    >>> Tolerance(atol=1e-4, rtol=1e-4).limit(np.array([[0.2, 0.8]]))
+    >>> Tolerance(atol=1e-4, rtol=1e-4).limit(np.array([[0.0, 1.0]]))
     0.0002
     >>> Tolerance(atol=1e-4, rtol=1e-4).limit(np.array([[-250.0, 3.0]]))
     0.0251
@@ -36,9 +36,44 @@ class Tolerance:
 
     def limit(self, reference: np.ndarray) -> float:
         """`atol + rtol * max |reference|` (just `atol` for an empty output)."""
-        reference = np.asarray(reference, dtype=np.float64)
-        scale = float(np.max(np.abs(reference))) if reference.size else 0.0
-        return self.atol + self.rtol * scale
+        return self.atol + self.rtol * _scale(reference)
+
+    def compare(self, got: Mapping, reference: Mapping) -> dict[str, dict]:
+        """Each output of `reference` against the same output of `got`.
+
+        Returns:
+            Per output name: `max_abs_diff` (inf for a missing or misshapen output, NaN
+            stays NaN), `scale` (max |reference|), `limit` and `passed`.
+
+        Example:
+        >>> from tfl.export.formats import TOLERANCES
+        >>> keras_out = {"probabilities": np.array([[0.1, 0.9], [0.7, 0.3]], np.float32)}
+        >>> tflite_out = {"probabilities": keras_out["probabilities"] + 1.04e-5}
+        >>> TOLERANCES["float32"].compare(tflite_out, keras_out)["probabilities"]["passed"]
+        True
+        """
+        result = {}
+        for key, ref in reference.items():
+            ref = np.asarray(ref, dtype=np.float64)
+            value = got.get(key)
+            if value is None or np.shape(value) != ref.shape:
+                diff = float("inf")
+            else:
+                delta = np.abs(np.asarray(value, dtype=np.float64) - ref)
+                diff = float(np.max(delta)) if ref.size else 0.0
+            limit = self.limit(ref)
+            result[key] = {
+                "max_abs_diff": diff,
+                "scale": _scale(ref),
+                "limit": limit,
+                "passed": bool(diff <= limit),  # NaN fails
+            }
+        return result
+
+
+def _scale(reference) -> float:
+    reference = np.asarray(reference, dtype=np.float64)
+    return float(np.max(np.abs(reference))) if reference.size else 0.0
 
 
 # How far each float artefact may be from Keras (the parity check); set from

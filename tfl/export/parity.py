@@ -23,7 +23,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfl.export.examples import batched, length, take
-from tfl.export.formats import TOLERANCES, ExportError, Tolerance
+from tfl.export.formats import TOLERANCES, ExportError
 from tfl.export.signatures import Inputs, Output, postprocess_numpy
 
 PROBE_SIGNATURE = "serving_default"
@@ -163,20 +163,6 @@ def _max_diff(got: dict, ref: dict) -> tuple[float, str]:
     return worst, where
 
 
-def _output_diffs(got: dict, ref: dict, tolerance: Tolerance) -> dict[str, dict]:
-    """Per output: max |difference|, the output's scale (max |Keras value|) and its limit."""
-    diffs = {}
-    for key, value in ref.items():
-        scale = float(np.max(np.abs(value))) if value.size else 0.0
-        if key in got and np.shape(got[key]) == np.shape(value):
-            g = np.asarray(got[key], np.float64)
-            diff = float(np.max(np.abs(g - value))) if value.size else 0.0
-        else:
-            diff = float("inf")
-        diffs[key] = {"max_abs_diff": diff, "scale": scale, "limit": tolerance.limit(value)}
-    return diffs
-
-
 def _judge(
     name: str, kind: str, got: dict, ref: dict, outputs, targets, max_accuracy_drop: float
 ) -> dict:
@@ -187,7 +173,7 @@ def _judge(
     failures = []
     tolerance = TOLERANCES.get(kind)
     if tolerance is not None:
-        diffs = _output_diffs(got, ref, tolerance)
+        diffs = tolerance.compare(got, ref)
         entry["outputs"] = diffs
         entry["tolerance"] = {"atol": tolerance.atol, "rtol": tolerance.rtol}
         # The output closest to (or furthest over) its limit speaks for the artefact.
@@ -195,7 +181,7 @@ def _judge(
         if key:
             entry.update(worst_output=key, limit=diffs[key]["limit"])
         for output, d in diffs.items():
-            if not d["max_abs_diff"] <= d["limit"]:  # also catches NaN
+            if not d["passed"]:
                 failures.append(
                     f"{name}: max |difference| from the Keras model {d['max_abs_diff']:.3g} on "
                     f"{output} > limit {d['limit']:.3g} (= {tolerance.atol:g} + "
