@@ -28,7 +28,8 @@ with the right Keras model: the limits must still fail them.
 Each arm runs in a fresh Python process. One seed (0): the differences come from the
 kernels, not from training noise; the spread over arms is the evidence.
 
-Run (about 30 minutes on a 2-core CPU):
+Run (about an hour on a busy 2-core CPU; `--arms a,b --update` re-runs those arms and keeps
+the others in the results file):
 
     nice -n 10 .venv/bin/python benchmarks/export_parity.py [--arms NAME,...] [--examples 64]
 
@@ -74,6 +75,7 @@ ARMS = [
     *[_arm(f"resnet50_{s}", "resnet50", s) for s in (96, 224)],
     _arm("convnext_tiny_96", "convnext_tiny", 96),
     _arm("inception_v3_96", "inception_v3", 96),
+    _arm("inception_v3_96_regression", "inception_v3", 96, "regression"),
     # Text: a tiny random BERT (as in the tests) and the real all-MiniLM-L6-v2.
     _arm("tiny_bert", "tiny_bert", 8),
     _arm(f"{REAL_TEXT}_32", REAL_TEXT, 32, weights="pretrained"),
@@ -82,6 +84,10 @@ ARMS = [
     *[
         _arm(f"wrong_{w}", REAL_IMAGE, 96, weights="imagenet", wrong=w)
         for w in ("preprocessing", "padding", "bn_epsilon")
+    ],
+    *[
+        _arm(f"wrong_bn_epsilon_{h}", REAL_IMAGE, 96, h, "imagenet", "bn_epsilon")
+        for h in ("svm", "regression")
     ],
 ]
 
@@ -290,8 +296,8 @@ def _ratio_rows(results: list[dict]) -> list[dict]:
 
 
 def _summary(rows: list[dict]) -> dict:
-    """The largest difference of the right arms and the smallest of the wrong ones, per
-    artefact kind (keras, saved_model, tflite_float32) and output kind."""
+    """The largest difference of the right arms and the smallest of the wrong ones (with the
+    arm), per artefact kind (keras, saved_model, tflite_float32) and output kind."""
     summary: dict = {}
     for row in rows:
         if row["artefact"] == "keras":
@@ -303,8 +309,10 @@ def _summary(rows: list[dict]) -> dict:
         entry = summary.setdefault(f"{kind}/{out}", {})
         for key in ("max_abs_diff", "relative"):
             name = f"{side}_{key}"
-            pick = min if row["wrong"] else max
-            entry[name] = pick(entry.get(name, row[key]), row[key])
+            if name not in entry or (
+                row[key] < entry[name] if row["wrong"] else row[key] > entry[name]
+            ):
+                entry[name], entry[f"{name}_arm"] = row[key], row["arm"]
     return summary
 
 
@@ -315,6 +323,9 @@ def main(argv=None) -> dict:
     parser.add_argument("--arm", default=None, help=argparse.SUPPRESS)  # the child process
     parser.add_argument("--result", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--output", default=os.path.join(HERE, "results", "export_parity.json"))
+    parser.add_argument(
+        "--update", action="store_true", help="replace or add these arms in --output's file"
+    )
     args = parser.parse_args(argv)
     by_name = {arm["name"]: arm for arm in ARMS}
     if args.arm:  # one arm, in this (fresh) process
@@ -339,6 +350,10 @@ def main(argv=None) -> dict:
                 f"scale {worst[1]['scale']:.3g} passed {entry['passed']}",
                 flush=True,
             )
+    if args.update and os.path.exists(args.output):
+        with open(args.output) as f:
+            kept = [r for r in json.load(f)["arms"] if r["arm"]["name"] not in names]
+        results = kept + results
     rows = _ratio_rows(results)
     report = {
         "machine": {"platform": platform.platform(), "processor": platform.processor()},
