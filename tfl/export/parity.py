@@ -175,17 +175,22 @@ def _judge(
     if tolerance is not None:
         diffs = tolerance.compare(got, ref)
         entry["outputs"] = diffs
-        entry["tolerance"] = {"atol": tolerance.atol, "rtol": tolerance.rtol}
+        entry["tolerance"] = dataclasses.asdict(tolerance)
         # The output closest to (or furthest over) its limit speaks for the artefact.
         key = max(diffs, key=lambda k: _ratio(diffs[k]), default="")
         if key:
             entry.update(worst_output=key, limit=diffs[key]["limit"])
         for output, d in diffs.items():
             if not d["passed"]:
+                rule = (
+                    "for probabilities"
+                    if output.endswith("probabilities")
+                    else f"= {tolerance.atol:g} + {tolerance.rtol:g} x max |{output}| "
+                    f"{d['scale']:.3g}"
+                )
                 failures.append(
                     f"{name}: max |difference| from the Keras model {d['max_abs_diff']:.3g} on "
-                    f"{output} > limit {d['limit']:.3g} (= {tolerance.atol:g} + "
-                    f"{tolerance.rtol:g} x max |{output}| {d['scale']:.3g})"
+                    f"{output} > limit {d['limit']:.3g} ({rule})"
                 )
     else:
         entry["max_accuracy_drop"] = max_accuracy_drop
