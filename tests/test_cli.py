@@ -26,6 +26,11 @@ def test_tfl_train_end_to_end_writes_a_reloadable_run(tmp_path, capsys):
     assert cli.main(argv) == cli.EXIT_OK
     out = capsys.readouterr().out
     assert f"Run directory: {run_dir}" in out and "Test accuracy:" in out
+    # Output that is not a terminal gets one line per epoch, without the history's
+    # bookkeeping columns and without progress-bar redraws.
+    epochs = [line.split(" - ")[0] for line in out.splitlines() if line.startswith("Epoch ")]
+    assert epochs == ["Epoch 1/1", "Epoch 2/2"]
+    assert "\r" not in out and "phase:" not in out and "learning_rate:" not in out
     with open(os.path.join(run_dir, "metrics.json")) as f:
         metrics = json.load(f)
     assert 0.0 <= metrics["test_accuracy"] <= 1.0
@@ -137,6 +142,44 @@ BAD_CONFIGS = {
         "train.warmup: unknown key; valid keys in train:",
     ),
     "YAML syntax error": (["--config", "{broken_yaml}"], "broken.yaml:2:1: not valid YAML"),
+    # What the base's family table, the file headers and a decode of the files can tell.
+    "unfreeze: not a block group": (
+        ["--train.unfreeze", "top9999"],
+        "train.unfreeze: 'top9999' is not a block group of mobilenet_v2_torchvision; its groups "
+        "are 'stem', 'stage1', 'stage2', 'stage3', 'stage4', 'top'. For the top N blocks give a "
+        "number: train.unfreeze: 5",
+    ),
+    "unfreeze: more blocks than the base has": (
+        ["--train.unfreeze", "9999"],
+        "train.unfreeze: received 9999 top blocks, but mobilenet_v2_torchvision has 5",
+    ),
+    "unfreeze: a text base's layer it lacks": (
+        ["--recipe", "text_classification", "--train.unfreeze", "layer_6"],
+        "train.unfreeze: 'layer_6' is not a block group of all-minilm-l6-v2",
+    ),
+    "image size far over the base's": (
+        ["--data.image-size", "100000"],
+        "data.image_size: received 100000, over 4x the 224 px that mobilenet_v2_torchvision's "
+        "weights were trained at (at most 896)",
+    ),
+    "CSV column not in the header": (
+        [
+            "--recipe",
+            "text_classification",
+            "--data.source",
+            "csv",
+            "--data.path",
+            "{csv}",
+            "--data.label-column",
+            "stars",
+        ],
+        "data.label_column: column 'stars' is not in",
+    ),  # fmt: skip
+    "one Latin-1 byte in a UTF-8 CSV": (
+        ["--recipe", "text_classification", "--data.source", "csv", "--data.path", "{latin1}"],
+        "latin1.csv row 3 is not utf-8 text (byte 22 of the file). Set data.encoding",
+    ),
+    "unknown codec": (["--data.encoding", "utf-9"], "data.encoding: received 'utf-9'"),
 }
 
 
@@ -144,12 +187,16 @@ BAD_CONFIGS = {
 def test_bad_config_exits_2_before_any_work_naming_the_key(kind, capsys, tmp_path):
     (tmp_path / "run.yaml").write_text("train:\n  head_epochs: 2\n  warmup: 3\n")
     (tmp_path / "broken.yaml").write_text("train: [1,\n")
+    (tmp_path / "reviews.csv").write_text("text,label\nfun,pos\n")
+    (tmp_path / "latin1.csv").write_bytes("text,label\nfun,pos\ncafé,pos\n".encode("latin-1"))
+    files = {"yaml": "run.yaml", "broken_yaml": "broken.yaml", "csv": "reviews.csv"}
+    files = {k: tmp_path / v for k, v in {**files, "latin1": "latin1.csv"}.items()}
     flags, message = BAD_CONFIGS[kind]
-    flags = [
-        f.format(yaml=tmp_path / "run.yaml", broken_yaml=tmp_path / "broken.yaml") for f in flags
-    ]
+    flags = [f.format(**files) for f in flags]
     run_dir = tmp_path / "run"
+    started = time.perf_counter()
     assert cli.main(["train", *flags, "--output", str(run_dir)]) == cli.EXIT_USAGE
+    assert time.perf_counter() - started < 5  # refused by validation, before any work
     err = capsys.readouterr().err
     assert err.startswith("tfl train: error: ") and message in err
     assert len(err.strip().splitlines()) == 1  # one message, no traceback

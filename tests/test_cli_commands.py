@@ -326,7 +326,7 @@ def test_predict_text_lines_from_a_file_and_stdin(tmp_path, capsys, monkeypatch)
     latin1 = tmp_path / "latin1.txt"
     latin1.write_bytes("caf\xe9\n".encode("latin-1"))
     assert cli.main(["predict", run_dir, str(latin1)]) == cli.EXIT_FAILURE
-    assert f"skipped {latin1}: not UTF-8 text" in capsys.readouterr().err
+    assert f"skipped {latin1}:1: not utf-8 text" in capsys.readouterr().err
 
 
 # === Bad usage: exit 2, one message on stderr, no traceback, nothing written ===

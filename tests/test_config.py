@@ -147,7 +147,7 @@ def test_yaml_round_trip_of_non_default_values(tmp_path):
                     "splits": [0.7, 0.15, 0.15],
                     "sequence_length": 64,
                 },
-                "train": {"unfreeze": ["layer5"], "finetune_learning_rate": "2e-5", "l2sp": 0.01},
+                "train": {"unfreeze": ["layer_5"], "finetune_learning_rate": "2e-5", "l2sp": 0.01},
             }
         )
     )
@@ -595,3 +595,28 @@ def test_validate_normalises():
     assert config.data.augment == ("flip",)
     assert config.train.unfreeze == ("stage4",)
     assert config.train.head_learning_rate == pytest.approx(3e-4)
+
+
+def test_encoding_settings_reach_the_text_loaders(tmp_path):
+    """A Latin-1 CSV: refused before any work by default, read with data.encoding, its bad row
+    skipped into bad_inputs.txt with data.encoding_errors: skip."""
+    from tfl import builders
+
+    latin1 = tmp_path / "reviews.csv"
+    latin1.write_bytes("text,label\nfun,pos\ncafé crème,pos\ndull,neg\n".encode("latin-1"))
+    data = {"source": "csv", "path": str(latin1), "max_per_class": None, "splits": [1, 0, 0]}
+    tree = {"recipe": "text_classification", "data": data}
+    with pytest.raises(ConfigError, match=r"data.encoding: .*reviews.csv row 3 is not utf-8"):
+        validate(from_dict(tree))
+    read = validate(from_dict({**tree, "data": {**data, "encoding": "latin-1"}}))
+    texts = [t.decode() for x, _ in builders.load_data(read).train for t in x.numpy()]
+    assert sorted(texts) == ["café crème", "dull", "fun"]
+    skip = validate(from_dict({**tree, "data": {**data, "encoding_errors": "skip"}}))
+    run_dir = tmp_path / "run"
+    with pytest.warns(UserWarning, match="1 of 3 rows were skipped"):
+        skipped = builders.load_data(skip, run_dir=str(run_dir))
+    assert skipped.info["num_examples"] == {"train": 2}
+    lines = (run_dir / "bad_inputs.txt").read_text(encoding="utf-8").splitlines()
+    assert lines == [f"{latin1} row 3\tbytes that are not utf-8 text"]
+    with pytest.raises(ConfigError, match="data.encoding: data.source tfds reads no CSV"):
+        validate(from_dict({"data": {"encoding": "latin-1"}}))

@@ -1,5 +1,6 @@
 import hashlib
 import os
+import re
 
 import keras
 import numpy as np
@@ -45,16 +46,19 @@ def test_every_format_comes_out_rgb_0_255(tmp_path):
     blue.save(root / "gif" / "a.gif", save_all=True, append_images=[red], duration=100)
     os.makedirs(root / "bmp")
     keras.utils.save_img(str(root / "bmp" / "a.bmp"), solid([10, 20, 30]), scale=False)
+    os.makedirs(root / "webp")
+    Image.fromarray(solid([40, 50, 60])).save(root / "webp" / "a.WebP", lossless=True)
 
     data = from_folder(str(root), 8, batch_size=8, splits=(0.0, 1.0))
     assert data.train is None and data.test is None
     x, y = collect(data.validation)
-    assert x.shape == (5, 8, 8, 3) and x.dtype == np.float32
+    assert x.shape == (6, 8, 8, 3) and x.dtype == np.float32
     by_class = {data.labels.names[label]: image for image, label in zip(x, y, strict=True)}
     np.testing.assert_array_equal(by_class["grey"], np.full((8, 8, 3), 100.0))
     np.testing.assert_array_equal(by_class["rgba"], solid([255, 0, 0]))
     np.testing.assert_array_equal(by_class["gif"], solid([0, 0, 255]))  # first frame
     np.testing.assert_array_equal(by_class["bmp"], solid([10, 20, 30]))
+    np.testing.assert_array_equal(by_class["webp"], solid([40, 50, 60]))  # lossless
     np.testing.assert_allclose(by_class["jpeg"], solid([0, 200, 0]), atol=3)
 
 
@@ -66,8 +70,15 @@ def test_bad_files_are_skipped_reported_and_saved(tmp_path):
     (root / "dog" / "empty.png").write_bytes(b"")
     (root / "dog" / "notes.txt").write_text("not an image")
 
-    with pytest.warns(UserWarning, match=r"2 of 14 files were skipped: .*empty.png \(empty"):
+    with pytest.warns(UserWarning) as warned:
         data = from_folder(str(root), 8, batch_size=4, splits=(0.5, 0.5), run_dir=str(run_dir))
+    messages = [str(w.message) for w in warned]
+    assert any(re.match(r"2 of 14 files were skipped: .*empty.png \(empty", m) for m in messages)
+    # Files that are not images are counted on the console too (one warning), not only in
+    # data.json.
+    ignored = [m for m in messages if "not images" in m]
+    assert len(ignored) == 1 and ignored[0].startswith("1 file(s) under ")
+    assert "were ignored: dog/notes.txt (data.json" in ignored[0]
     bad = sorted(os.path.basename(path) for path, _ in data.report.items)
     assert bad == ["empty.png", "truncated.jpg"]
     assert data.info["ignored_files"] == 1 and data.info["skipped"] == 2

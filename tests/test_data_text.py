@@ -12,6 +12,7 @@ import pytest
 import tfl
 import tfl.data.bundled
 from tfl import text as tfl_text
+from tfl.data.encodings import UndecodableText
 from tfl.data.splits import LabelMap
 from tfl.data.text import (
     from_csv,
@@ -215,14 +216,43 @@ def test_empty_file_empty_split_and_wrong_encoding_are_named(tmp_path):
     one = _write(tmp_path / "one.csv", "text,label\nhello,1\n")
     with pytest.raises(ValueError, match=r"The (validation|test) split is empty.*fraction to 0"):
         from_csv(one, "text", "label", splits=(0.5, 0.25, 0.25))
-    latin = tmp_path / "latin.csv"
-    latin.write_bytes("text,label\ncafé,1\n".encode("latin-1"))
-    with pytest.raises(ValueError, match=r"latin.csv' as 'utf-8'.*encoding='utf-8-sig', 'latin-1'"):
-        from_csv(str(latin), "text", "label")
-    data = from_csv(str(latin), "text", "label", encoding="latin-1", splits=(1.0,))
-    assert _examples(data.train) == [("café", 0)]
     with pytest.raises(FileNotFoundError, match="nope.csv"):
         from_csv(str(tmp_path / "nope.csv"), "text", "label")
+
+
+# === Encodings ===
+
+LATIN1_ROWS = "text,label\nfun,pos\ncafé crème,pos\ndull,neg\n"
+
+
+def test_one_latin1_byte_names_row_and_byte_and_reads_with_the_encoding(tmp_path):
+    latin = tmp_path / "latin.csv"
+    latin.write_bytes(LATIN1_ROWS.encode("latin-1"))
+    with pytest.raises(UndecodableText, match=r"latin.csv row 3 is not utf-8 text .*offset 22"):
+        from_csv(str(latin), "text", "label")
+    data = from_csv(str(latin), "text", "label", encoding="latin-1", splits=(1.0,))
+    assert sorted(_examples(data.train)) == [("café crème", 1), ("dull", 0), ("fun", 1)]
+    # Skipped instead: reported by file and row like other bad rows, saved to bad_inputs.txt.
+    run_dir = str(tmp_path / "run")
+    with pytest.warns(UserWarning, match="1 of 3 rows were skipped"):
+        data = from_csv(str(latin), "text", "label", splits=(1.0,), encoding_errors="skip",
+                        run_dir=run_dir)  # fmt: skip
+    assert sorted(_examples(data.train)) == [("dull", 0), ("fun", 1)]
+    with open(os.path.join(run_dir, "bad_inputs.txt"), encoding="utf-8") as f:
+        assert f.read() == f"{latin} row 3\tbytes that are not utf-8 text\n"
+    jsonl = tmp_path / "latin.jsonl"
+    jsonl.write_bytes('{"t": "ok", "y": 1}\n{"t": "né", "y": 0}\n'.encode("latin-1"))
+    with pytest.raises(UndecodableText, match="latin.jsonl row 2"):
+        from_jsonl(str(jsonl), "t", "y")
+
+
+@pytest.mark.parametrize("codec", ["utf-8-sig", "utf-16", "utf-8"])
+def test_auto_encoding_reads_utf8_with_or_without_a_byte_order_mark(tmp_path, codec):
+    path = _write(tmp_path / "d.csv", LATIN1_ROWS, encoding=codec)
+    data = from_csv(path, "text", "label", splits=(1.0,))
+    assert ("café crème", 1) in _examples(data.train)
+    with pytest.raises(ValueError, match="encoding='utf-9'; expected 'auto' or a Python codec"):
+        from_csv(path, "text", "label", encoding="utf-9")
 
 
 # === Splits, order, fingerprints ===

@@ -327,6 +327,31 @@ def test_report_holds_the_key_numbers_and_links_only_existing_files(tmp_path):
     assert _read(write_report(run, **kwargs)) == text  # deterministic
 
 
+def test_report_lists_only_the_settings_that_differ_from_the_recipe_defaults(tmp_path):
+    from tfl import config as config_lib
+
+    defaults = config_lib.to_dict(config_lib.validate(config_lib.defaults("image_classification")))
+    flags = {"data": {"image_size": 64, "max_per_class": {"train": 10}}, "seed": 3}
+    config = config_lib.to_dict(config_lib.validate(config_lib.from_dict(flags)))
+    text = _read(
+        write_report(
+            tmp_path, title="run", config=config, defaults=defaults, config_file="config.yaml"
+        )
+    )
+    settings = text.split("## Run")[1].split("##")[0]
+    rows = [line for line in settings.splitlines() if line.startswith("| `")]
+    assert rows == [
+        "| `seed` | 3 |",
+        "| `data.max_per_class.train` | 10 |",
+        "| `data.image_size` | 64 |",
+    ]
+    everything = _read(write_report(tmp_path, title="all", config=config))
+    total = len(re.findall(r"^\| `", everything, re.M))
+    assert f"({total - 3} more at their defaults: [`config.yaml`](config.yaml))" in settings
+    same = _read(write_report(tmp_path, title="d", config=defaults, defaults=defaults))
+    assert "All settings are the recipe's defaults" in same and "| `seed`" not in same
+
+
 # --- folds, cross-validation, the negative-transfer check ------------------------------------
 
 

@@ -18,6 +18,12 @@ from tfl import _runtime_env  # noqa: E402
 
 _runtime_env.apply(warn=False)
 
+# TensorFlow's start-up lines (absl, oneDNN, CUDA stub; printed from C++ once per library it
+# loads) are held back; TFL_TF_LOGS=1 shows them (see tfl/_quiet_import.py).
+from tfl import _quiet_import  # noqa: E402
+
+_quiet_import.import_tensorflow()
+
 # Text bases: `tfl.text` is `tfl.backbones.text` (bound before tfl.data, which reads it).
 from tfl.backbones import text  # noqa: E402, I001
 

@@ -134,7 +134,20 @@ def _read_splits(config: RunConfig, replicas: int, run_dir: str | None):
         )
     loader = tfl.data.from_csv if data.source == "csv" else tfl.data.from_jsonl
     splits = tuple(data.splits)
+    common.update(text_encoding(config))
     return loader(data.path, text_columns(config), data.label_column, splits=splits, **common)
+
+
+def text_encoding(config: RunConfig) -> dict:
+    """`data.encoding` and `data.encoding_errors` as the text loaders take them.
+
+    Example:
+    >>> from tfl.builders import text_encoding
+    >>> from tfl.config import RunConfig
+    >>> text_encoding(RunConfig())
+    {'encoding': 'auto', 'encoding_errors': 'stop'}
+    """
+    return {"encoding": config.data.encoding, "encoding_errors": config.data.encoding_errors}
 
 
 def with_task_targets(data, task: Task):
@@ -194,6 +207,7 @@ def _new_text_data(config: RunConfig, path: str, labels, common: dict):
         config.data.label_column,
         splits=(1.0,),
         labels=labels.names,
+        **text_encoding(config),
         **common,
     )
     return dataclasses.replace(data, validation=None, test=None)
@@ -371,5 +385,6 @@ __all__ = [
     "load_new_data",
     "make_phases",
     "text_columns",
+    "text_encoding",
     "with_task_targets",
 ]

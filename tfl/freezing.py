@@ -85,7 +85,30 @@ def freeze(model: keras.Model) -> keras.Model:
     return model
 
 
-def _select_groups(names: list[str], groups, top_n) -> list[str]:
+def select_groups(names: list[str], groups=None, top_n=None) -> list[str]:
+    """Which of a base's block groups `unfreeze(groups=..., top_n=...)` opens.
+
+    The one check of `unfreeze`'s choice: validation of settings calls it with a family's
+    group names (`tfl.get_spec(name)[0].group_names`) before any model is built.
+
+    Args:
+        names: the base's group names, bottom to top (`list(block_groups(base))`).
+        groups: group names or regexes (`re.fullmatch`).
+        top_n: the number of top blocks (trailing "top"/"pooler" groups count with the
+            block beneath them).
+
+    Raises:
+        ValueError: a name that matches no group, or more blocks than the base has.
+
+    Example:
+    >>> from tfl.freezing import select_groups
+    >>> select_groups(["stem", "stage1", "stage2", "top"], top_n=1)
+    ['stage2', 'top']
+    >>> select_groups(["stem", "stage1", "stage2", "top"], top_n=9)
+    Traceback (most recent call last):
+    ...
+    ValueError: Received top_n=9, but this base has only 3 blocks: ['stem', 'stage1', 'stage2'].
+    """
     if (groups is None) == (top_n is None):
         raise ValueError("Pass exactly one of groups=[...], top_n=N or 'all'.")
     if groups is not None:
@@ -93,7 +116,10 @@ def _select_groups(names: list[str], groups, top_n) -> list[str]:
             groups = [groups]
         chosen = []
         for pattern in groups:
-            hits = [n for n in names if n == pattern or re.fullmatch(pattern, n)]
+            try:
+                hits = [n for n in names if n == pattern or re.fullmatch(pattern, n)]
+            except re.error:
+                hits = []
             if not hits:
                 raise ValueError(
                     f"Received groups={list(groups)!r}: {pattern!r} matches no block group. "
@@ -145,7 +171,7 @@ def unfreeze(
     for base in bases_of(model):
         named = block_groups(base)
         all_groups = top_n == "all"
-        chosen = list(named) if all_groups else _select_groups(list(named), groups, top_n)
+        chosen = list(named) if all_groups else select_groups(list(named), groups, top_n)
         # Setting `trainable` on a functional model does not reach every nested layer, so
         # reset each layer: groups frozen by an earlier `unfreeze` open again.
         base.trainable = True

@@ -108,7 +108,7 @@ def _short_error(error: BaseException) -> str:
 def read_image(path: str, image_size: int | Sequence[int], resize: str = "crop") -> np.ndarray:
     """One image file as a tfl image model's input, prepared as the training data was.
 
-    `tfl.data.decode_image` (JPEG, PNG, GIF, BMP to RGB float32 in 0-255), then
+    `tfl.data.decode_image` (JPEG, PNG, GIF, BMP, WebP to RGB float32 in 0-255), then
     `tfl.data.resize_image` to `image_size` with the run's resize policy.
 
     Args:
@@ -151,24 +151,36 @@ def read_image(path: str, image_size: int | Sequence[int], resize: str = "crop")
         image = resize_image(decode_image(contents), size, resize)
     except tf.errors.OpError as e:
         raise ValueError(
-            f"{path}: not a readable image (JPEG, PNG, GIF or BMP): {_short_error(e)}"
+            f"{path}: not a readable image (JPEG, PNG, GIF, BMP or WebP): {_short_error(e)}"
         ) from None
     return image.numpy()
 
 
-def read_texts(path: str, stream: IO[str] | None = None) -> list[tuple[str, str]]:
+def read_texts(
+    path: str,
+    stream: IO[str] | None = None,
+    encoding: str = "auto",
+    encoding_errors: str = "stop",
+    problems: list[str] | None = None,
+) -> list[tuple[str, str]]:
     """The non-empty lines of a text file (or of `stream`, e.g. stdin, for `path == "-"`).
 
     Args:
-        path: a UTF-8 text file, or "-" for `stream` (default `sys.stdin`).
+        path: a text file, or "-" for `stream` (default `sys.stdin`).
         stream: where "-" reads from.
+        encoding: the file's codec, or "auto" (UTF-8, with or without a byte-order mark):
+            a run's `data.encoding`.
+        encoding_errors: "stop": a line the codec cannot read raises; "skip": it is left
+            out and named in `problems` (a run's `data.encoding_errors`).
+        problems: where skipped lines are reported (`"file:line: why"`).
 
     Returns:
         `[(where, line), ...]` with `where` = `"file:line number"` (1-based; `<stdin>` for
         "-"), the line without its line break and surrounding white space.
 
     Raises:
-        ValueError: the file cannot be read or is not UTF-8; the message names it.
+        ValueError: the file cannot be read, or a line is not `encoding` text (unless
+            skipped); the message names it.
 
     Example:
     >>> import io
@@ -176,21 +188,33 @@ def read_texts(path: str, stream: IO[str] | None = None) -> list[tuple[str, str]
     >>> read_texts("-", io.StringIO("good fun\\n\\n  dull movie \\n"))
     [('<stdin>:1', 'good fun'), ('<stdin>:3', 'dull movie')]
     """
+    from tfl.data.encodings import has_undecodable, read_text
+
     try:
         if path == STDIN:
-            name, lines = "<stdin>", (stream or sys.stdin).read().splitlines()
+            name, lines, codec = "<stdin>", (stream or sys.stdin).read().splitlines(), None
         else:
             if os.path.isdir(path):
                 raise ValueError(f"{path}: a folder, not a text file")
-            with open(path, encoding="utf-8") as f:
-                name, lines = path, f.read().splitlines()
-    except UnicodeDecodeError as e:
-        raise ValueError(
-            f"{path}: not UTF-8 text (byte {e.start}); save it as UTF-8 with one input per line"
-        ) from None
+            decoded = read_text(path, encoding)
+            name, lines, codec = path, decoded.text.splitlines(), decoded.encoding
     except OSError as e:
         raise ValueError(f"{path}: cannot be read: {e.strerror or e}") from None
-    return [(f"{name}:{i + 1}", line.strip()) for i, line in enumerate(lines) if line.strip()]
+    found = []
+    for i, line in enumerate(lines):
+        if codec and has_undecodable(line):
+            what = f"{name}:{i + 1}: not {codec} text"
+            if encoding_errors != "skip":
+                raise ValueError(
+                    f"{what}; save the file as UTF-8, or set the run's data.encoding (or "
+                    "data.encoding_errors: skip) in its config.yaml"
+                )
+            if problems is not None:
+                problems.append(f"{what}, skipped")
+            continue
+        if line.strip():
+            found.append((f"{name}:{i + 1}", line.strip()))
+    return found
 
 
 def _top(probs: np.ndarray, names: list[str], k: int) -> list[tuple[str, float]]:
@@ -288,7 +312,13 @@ def predict_files(
         lines: list[tuple[str, str]] = []
         for path in files:
             try:
-                found = read_texts(path, stdin)
+                found = read_texts(
+                    path,
+                    stdin,
+                    run.config.data.encoding,
+                    run.config.data.encoding_errors,
+                    problems,
+                )
             except ValueError as e:
                 problems.append(str(e))
                 continue

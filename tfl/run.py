@@ -268,6 +268,9 @@ def _callbacks(run: Run) -> list:
     callbacks = tfl.standard_callbacks(
         run.run_dir, monitor=monitor, patience=patience or 1, early_stopping=patience is not None
     )
+    for cb in callbacks:  # a quiet console: no "Epoch N: finished saving model" lines
+        if isinstance(cb, keras.callbacks.ModelCheckpoint):
+            cb.verbose = 0
     if not is_chief(run.strategy):
         # A non-chief worker resumes from the chief's backup and starts from the chief's
         # history (the checkpoint's best so far): its callbacks must decide as the chief's
@@ -335,6 +338,8 @@ def _write_outputs(run: Run) -> None:
         run.run_dir,
         title=f"{config.recipe}: {config.name or config_lib.default_name(config)}",
         config=config_lib.to_dict(config),
+        defaults=config_lib.to_dict(config_lib.validate(config_lib.defaults(config.recipe))),
+        config_file="config.yaml",
         metrics=run.metrics if not run.task.is_multi else None,
         history=history_csv if has_csv else None,
         phases=run.history.phases,

@@ -303,6 +303,29 @@ def max_sequence_length(resolved: str) -> int | None:
     return int(value) if value is not None else None
 
 
+def num_layers(resolved: str) -> int | None:
+    """How many transformer layers the backbone has, from a local config.json; None if not
+    cheap (a preset name or handle: reading it would mean a download).
+
+    Its block groups (`tfl.block_groups`) are then "embeddings", "layer_0" ..
+    "layer_{n-1}" and "pooler".
+
+    Example:
+    >>> num_layers(resolve_text_preset(MINILM))
+    6
+    >>> num_layers("bert_tiny_en_uncased") is None
+    True
+    """
+    if not _is_local(resolved):
+        return None
+    config = _read_json(os.path.join(resolved, "config.json"))
+    if "model_type" in config:
+        value = config.get("num_hidden_layers")
+    else:
+        value = config.get("config", {}).get("num_layers")
+    return int(value) if value is not None else None
+
+
 # The old private name, still read by tfl.data.text.
 
 

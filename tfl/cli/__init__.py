@@ -25,8 +25,10 @@ Exit codes: 0 done, 2 bad usage or configuration (one message on stderr, nothing
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
+import warnings
 
 from tfl.cli import exporting, studies, training
 from tfl.cli.common import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
@@ -56,7 +58,9 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     args = build_parser().parse_args(argv)
     try:
-        return args.handler(args)
+        with warnings.catch_warnings():  # restores showwarning afterwards
+            warnings.showwarning = _show_warning
+            return args.handler(args)
     except (ValueError, FileNotFoundError, ModuleNotFoundError) as error:
         if args.debug:
             raise
@@ -68,6 +72,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"tfl {args.command}: failed: {type(error).__name__}: {error}", file=sys.stderr)
         print("Run again with --debug for the traceback.", file=sys.stderr)
         return EXIT_FAILURE
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """A warning as one line on stderr (`UserWarning: ...`), without the file, line number
+    and source line that Python adds: on the console a user reads what happened, not where
+    in tfl it was noticed."""
+    stream = sys.stderr if file is None else file
+    with contextlib.suppress(OSError, ValueError):  # a closed stream, as Python's own
+        stream.write(f"{category.__name__}: {message}\n")
 
 
 __all__ = ["EXIT_FAILURE", "EXIT_OK", "EXIT_USAGE", "build_parser", "main"]

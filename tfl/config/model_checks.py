@@ -14,6 +14,7 @@ import keras_hub
 
 from tfl.backbones import check_input_size, get_spec, list_backbones
 from tfl.backbones.text import MINILM
+from tfl.config.base_checks import check_image_size_limit
 from tfl.config.files import normalise_key
 from tfl.config.schema import (
     IMAGE_POOLINGS,
@@ -51,6 +52,7 @@ def check_model(model: ModelConfig, kind: RecipeKind, data: DataConfig) -> Model
     if not kind.is_text and data.image_size is not None:
         for b in bases:
             _check_image_size(b, data.image_size)
+            check_image_size_limit(b, data.image_size, data.batch_size)
     return ModelConfig(
         base=base, weights=weights, head=head, pooling=pooling, fusion=fusion, tasks=tasks
     )

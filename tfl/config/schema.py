@@ -168,6 +168,15 @@ class DataConfig:
     mixup: float = _leaf(0.0, "mixup Beta alpha (0 = off)")
     cutmix: float = _leaf(0.0, "cutmix Beta alpha (0 = off)")
     sequence_length: int | str = _leaf("auto", "tokens per text, or auto (text recipes)")
+    encoding: str = _leaf(
+        "auto",
+        "csv/jsonl encoding: auto (UTF-8, with or without a byte-order mark) or a codec name, "
+        "e.g. latin-1, cp1252",
+        text=True,
+    )
+    encoding_errors: str = _leaf(
+        "stop", "csv/jsonl rows the encoding cannot read: stop | skip (into bad_inputs.txt)"
+    )
 
 
 @dataclasses.dataclass(frozen=True)

@@ -11,6 +11,8 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 
+from tfl.config.base_checks import check_unfreeze_groups
+from tfl.config.file_checks import check_encoding_settings, check_text_files
 from tfl.config.files import default_name
 from tfl.config.model_checks import check_model
 from tfl.config.schema import (
@@ -134,7 +136,7 @@ def check_runtime(runtime: RuntimeConfig, output: str | None = None) -> RuntimeC
 def check_data(data: DataConfig, kind: RecipeKind) -> DataConfig:
     """The `data:` section, for a recipe of `kind`."""
     source = _check_source(data.source, kind)
-    return DataConfig(
+    checked = DataConfig(
         source=source,
         name=check_string("data.name", data.name, none_ok=source != "tfds"),
         path=_check_data_path(data.path, source),
@@ -147,7 +149,10 @@ def check_data(data: DataConfig, kind: RecipeKind) -> DataConfig:
         batch_size=check_int("data.batch_size", data.batch_size, 1, 32),
         **_check_images(data, kind),
         sequence_length=_check_sequence_length(data.sequence_length, kind),
+        **check_encoding_settings(data.encoding, data.encoding_errors, source),
     )
+    check_text_files(checked)  # their columns and encoding, before any work
+    return checked
 
 
 def _check_source(source, kind: RecipeKind) -> str:
@@ -303,6 +308,8 @@ def check_train(
     """The `train:` section, given the checked `data` and `model` sections."""
     schedule, head_epochs, finetune_epochs = _check_schedule(train, kind)
     unfreeze = _check_unfreeze(train.unfreeze, schedule)
+    bases = model.base if isinstance(model.base, tuple) else (model.base,)
+    check_unfreeze_groups(unfreeze, schedule, kind, bases)  # the base's own block groups
     head_lr = check_number(
         "train.head_learning_rate", train.head_learning_rate, 0.001, 0.0, low_open=True
     )

@@ -6,7 +6,7 @@ skipped and why, and `info` (counts per split and class, settings) — and write
 `run_dir` when given:
 
 - `from_folder(root, image_size)`: `root/<class>/*` or `root/<split>/<class>/*` images (JPEG,
-  PNG, GIF, BMP); corrupt files are found up front, skipped and reported.
+  PNG, GIF, BMP, WebP); corrupt files are found up front, skipped and reported.
 - `from_arrays(x, y, image_size)`: images or feature vectors in memory.
 - `from_csv` / `from_jsonl` / `from_texts`: text classification data (raw strings; the
   TextClassifier's keras-hub preprocessor tokenises); `text_preprocessor` picks the sequence

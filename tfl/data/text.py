@@ -28,6 +28,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfl.backbones import text as tfl_text
+from tfl.data.encodings import check_encoding, check_encoding_errors
 from tfl.data.splits import (
     SPLIT_NAMES,
     BadInputReport,
@@ -121,9 +122,10 @@ def from_csv(
     seed: int = 0,
     batch_size: int = 32,
     labels: LabelMap | Sequence[str] | None = None,
-    encoding: str = "utf-8",
+    encoding: str = "auto",
     max_per_class: MaxPerClass = None,
     run_dir: str | None = None,
+    encoding_errors: str = "stop",
 ) -> DataSplits:
     """Text classification data from a CSV or TSV file with a header row.
 
@@ -148,7 +150,8 @@ def from_csv(
         labels: the class names (a `LabelMap` or a list) to enforce; a label outside them
             raises ValueError naming it and its row. None: the sorted labels found (integers
             sort numerically).
-        encoding: the file encoding, e.g. "utf-8-sig" or "latin-1".
+        encoding: "auto" (UTF-8, with or without a byte-order mark; UTF-16/32 with one) or
+            the file's codec, e.g. "latin-1" or "cp1252" (see `tfl.data.encodings`).
         max_per_class: at most this many rows of each class per split: an int for every
             split, or e.g. `{"train": 50, "validation": 50, "test": 100}` (a split left out or
             None is not capped); None keeps all. Applied after the split is decided (also for
@@ -158,6 +161,9 @@ def from_csv(
             and appended rows only swap in rows that hash smaller. `info["max_per_class"]` has
             the counts per class before and after.
         run_dir: if given, `labels.json`, `data.json` and `bad_inputs.txt` are written there.
+        encoding_errors: "stop" (default): a row with bytes `encoding` cannot read raises
+            `tfl.data.encodings.UndecodableText`, naming the row and the byte; "skip": such
+            rows are left out and listed in `data.report` like other bad rows.
 
     Returns:
         A `DataSplits`: batched `(strings, int64 labels)`; training shuffles each epoch.
@@ -165,7 +171,8 @@ def from_csv(
     Raises:
         FileNotFoundError: the file does not exist.
         ValueError: a column is missing (the message lists the columns that exist), the file
-            is empty or undecodable, a split is empty, or a label is not in `labels`.
+            is empty, a row is undecodable (`UndecodableText`, unless skipped), a split is
+            empty, or a label is not in `labels`.
 
     Example:
     >>> import tempfile
@@ -181,8 +188,12 @@ def from_csv(
     if not isinstance(label_column, str) or not label_column:
         raise ValueError(f"Received label_column={label_column!r}; expected a column name.")
 
+    check_encoding(encoding), check_encoding_errors(encoding_errors)
+
     def read(source: str, report: BadInputReport) -> Rows:
-        return read_csv_rows(source, columns, label_column, delimiter, encoding, report)
+        return read_csv_rows(
+            source, columns, label_column, delimiter, encoding, report, encoding_errors
+        )
 
     info = {"format": "csv", "text_column": columns, "label_column": label_column}
     return _load_files(
@@ -208,9 +219,10 @@ def from_jsonl(
     seed: int = 0,
     batch_size: int = 32,
     labels: LabelMap | Sequence[str] | None = None,
-    encoding: str = "utf-8",
+    encoding: str = "auto",
     max_per_class: MaxPerClass = None,
     run_dir: str | None = None,
+    encoding_errors: str = "stop",
 ) -> DataSplits:
     """Text classification data from a JSON Lines file (one JSON object per line).
 
@@ -226,9 +238,10 @@ def from_jsonl(
         seed: the split seed and the training shuffle seed.
         batch_size: examples per batch.
         labels: the class names to enforce, or None for the sorted labels found.
-        encoding: the file encoding.
+        encoding: "auto" or the file's codec, as in `from_csv`.
         max_per_class: rows kept per class and split, as in `from_csv`.
         run_dir: if given, `labels.json`, `data.json` and `bad_inputs.txt` are written there.
+        encoding_errors: "stop" or "skip" undecodable rows, as in `from_csv`.
 
     Returns:
         A `DataSplits` of batched `(strings, int64 labels)`.
@@ -252,8 +265,10 @@ def from_jsonl(
     if not isinstance(label_key, str) or not label_key:
         raise ValueError(f"Received label_key={label_key!r}; expected a key name.")
 
+    check_encoding(encoding), check_encoding_errors(encoding_errors)
+
     def read(source: str, report: BadInputReport) -> Rows:
-        return read_jsonl_rows(source, keys, label_key, encoding, report)
+        return read_jsonl_rows(source, keys, label_key, encoding, report, encoding_errors)
 
     info = {"format": "jsonl", "text_key": keys, "label_key": label_key}
     return _load_files(

@@ -181,11 +181,14 @@ def write_report(
     notes: Sequence[str] = (),
     timing: Mapping[str, float] | None = None,
     worst: int = 5,
+    defaults: Mapping | None = None,
+    config_file: str | None = None,
 ) -> str:
     """Writes `report.md`: what ran, on which data, the phases, the metrics, the plots.
 
     Sections (each only when there is something to say): the run's settings (`config`,
-    nested keys flattened as `a.b`), the data (examples per split, class names, skipped
+    nested keys flattened as `a.b`; with `defaults`, only those that differ from them, and a
+    link to `config_file` for the rest), the data (examples per split, class names, skipped
     inputs), the phases (epochs and the best validation accuracy / loss of each), the metrics
     (accuracy, macro and weighted F1, top-k, ECE, log loss), the `worst` classes by F1,
     timing, links to the PNG files in `run_dir` (only files that exist), and `notes`. The
@@ -205,6 +208,11 @@ def write_report(
         notes: lines to add at the end.
         timing: seconds per step, e.g. `{"train": 31.2, "evaluate": 1.4}`.
         worst: how many of the lowest-F1 classes to list.
+        defaults: the settings `config` started from (e.g. the recipe's defaults,
+            `tfl.config.to_dict(tfl.config.defaults(recipe))`): only the settings that
+            differ are listed.
+        config_file: the file with all the settings, relative to `run_dir` (e.g.
+            `"config.yaml"`), linked from the settings section.
 
     Returns:
         The path of `report.md`.
@@ -225,7 +233,7 @@ def write_report(
     os.makedirs(run_dir, exist_ok=True)
     lines = [f"# {title.strip()}", ""]
     if config:
-        lines += _run_section(config)
+        lines += _run_section(config, defaults, config_file)
     if data_info:
         lines += _data_section(data_info, metrics)
     lines += _phases_section(run_dir, history, phases)
@@ -250,12 +258,28 @@ def write_report(
 # Sections of report.md: each returns its lines, ending with a blank one.
 
 
-def _run_section(config: Mapping) -> list[str]:
-    """The run's settings, nested keys flattened as `a.b`."""
+def _run_section(
+    config: Mapping, defaults: Mapping | None = None, config_file: str | None = None
+) -> list[str]:
+    """The run's settings, nested keys flattened as `a.b`: all of them, or (with `defaults`)
+    those that differ, with a link to `config_file` for the rest."""
+    rows = _flatten(config)
     lines = ["## Run", ""]
-    lines += markdown_table(
-        ["setting", "value"], [(f"`{k}`", _fmt(v)) for k, v in _flatten(config)]
-    )
+    if defaults is not None:
+        default = dict(_flatten(defaults))
+        changed = [(k, v) for k, v in rows if k not in default or default[k] != v]
+        where = f"[`{config_file}`]({config_file})" if config_file else "the run's config"
+        if not changed:
+            return lines + [f"All settings are the recipe's defaults: {where}.", ""]
+        lines += [
+            f"Settings that differ from the recipe's defaults ({len(rows) - len(changed)} "
+            f"more at their defaults: {where}):",
+            "",
+        ]
+        rows = changed
+    elif config_file:
+        lines += [f"All settings: [`{config_file}`]({config_file}).", ""]
+    lines += markdown_table(["setting", "value"], [(f"`{k}`", _fmt(v)) for k, v in rows])
     lines.append("")
     return lines
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import subprocess
 import sys
@@ -172,12 +173,25 @@ def _judge(
     failures = []
     tolerance = TOLERANCES.get(kind)
     if tolerance is not None:
-        entry["tolerance"] = tolerance
-        if not diff <= tolerance:
-            failures.append(
-                f"{name}: max |difference| from the Keras model {diff:.3g} on {where} > "
-                f"tolerance {tolerance:g}"
-            )
+        diffs = tolerance.compare(got, ref)
+        entry["outputs"] = diffs
+        entry["tolerance"] = dataclasses.asdict(tolerance)
+        # The output closest to (or furthest over) its limit speaks for the artefact.
+        key = max(diffs, key=lambda k: _ratio(diffs[k]), default="")
+        if key:
+            entry.update(worst_output=key, limit=diffs[key]["limit"])
+        for output, d in diffs.items():
+            if not d["passed"]:
+                rule = (
+                    "for probabilities"
+                    if output.endswith("probabilities")
+                    else f"= {tolerance.atol:g} + {tolerance.rtol:g} x max |{output}| "
+                    f"{d['scale']:.3g}"
+                )
+                failures.append(
+                    f"{name}: max |difference| from the Keras model {d['max_abs_diff']:.3g} on "
+                    f"{output} > limit {d['limit']:.3g} ({rule})"
+                )
     else:
         entry["max_accuracy_drop"] = max_accuracy_drop
         for output, q in entry["quality"].items():
@@ -204,6 +218,14 @@ def _judge(
     entry["failures"] = failures
     entry["passed"] = not failures
     return entry
+
+
+def _ratio(diff: dict) -> float:
+    """How close an output's difference is to its limit (inf for NaN or a missing output)."""
+    d, limit = diff["max_abs_diff"], diff["limit"]
+    if math.isnan(d):
+        return float("inf")
+    return d / limit if limit > 0 else (0.0 if d == 0 else float("inf"))
 
 
 def _probes(spec: Inputs) -> list[dict]:

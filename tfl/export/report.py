@@ -110,8 +110,8 @@ def _parity_lines(report: dict) -> list[str]:
     for name, entry in report["parity"].items():
         q = next(iter(entry["quality"].values()))
         limit = (
-            f"≤ {entry['tolerance']:g}"
-            if "tolerance" in entry
+            f"≤ {entry['limit']:.2g}"
+            if "limit" in entry
             else f"accuracy drop ≤ {entry['max_accuracy_drop']:g}"
         )
         accuracy = (
@@ -121,6 +121,16 @@ def _parity_lines(report: dict) -> list[str]:
             f"| {name} | {_fmt(entry['max_abs_diff'])} | {limit} | {accuracy} | "
             f"{_fmt(q.get('agreement'))} | {'yes' if entry['passed'] else '**no**'} |"
         )
+    rules = [e["tolerance"] for n, e in report["parity"].items() if n != "keras" and "limit" in e]
+    if rules:
+        t = rules[0]
+        lines += [
+            "",
+            f"Float artefacts pass when every output is within {t['probabilities']:g} of Keras "
+            f"(probabilities) or {t['atol']:g} + {t['rtol']:g} x its largest |Keras value| "
+            "(scores, values): float32 rounding in another runtime stays far below that, a "
+            "wrong preprocessing or padding far above (`benchmarks/export_parity.py`).",
+        ]
     return lines
 
 

@@ -23,6 +23,7 @@ import tensorflow as tf
 from tfl.fitting.cached import fit_on_features, resolve_cache
 from tfl.fitting.compiling import apply_trainable, compile_phase, make_optimizer
 from tfl.fitting.history import PhaseHistory, PhaseLogs
+from tfl.fitting.progress import EpochProgress
 from tfl.fitting.resume import ResumeState
 from tfl.freezing import bases_of
 from tfl.phases import Phase, two_phase
@@ -101,7 +102,10 @@ def fit_phases(
             in memory only; `True`: on, an error if the data is augmented; `False`: off
             (the base runs inside every step); a folder or a `tfl.cache.FeatureCache`.
             Cached phases need arrays or a finite `tf.data.Dataset`.
-        verbose: as for `model.fit`.
+        verbose: `"auto"` (default): Keras' progress bar when stdout is a terminal, else one
+            line per epoch (log files, CI, notebooks); 1: the bar; 2: one line per epoch; 0:
+            silent. The console leaves out the `phase` and `learning_rate` columns of the
+            history (`tfl.fitting.progress.EpochProgress`).
         compile_kwargs: more `model.compile` arguments (e.g. `jit_compile`).
         **fit_kwargs: more `model.fit` arguments (e.g. `class_weight`).
 
@@ -239,6 +243,10 @@ def _fit_phase(run: _PhaseRun, state: ResumeState, index: int, phase: Phase, sta
     )
     callbacks = [PhaseLogs(index, run.history)]
     callbacks += state.phase_callbacks(run.callbacks, index, scheduled)
+    if run.verbose != 0 and not any(
+        isinstance(cb, keras.callbacks.ProgbarLogger) for cb in callbacks
+    ):
+        callbacks.append(EpochProgress())  # no phase / learning_rate columns on the console
     model._initial_epoch = None  # Keras never resets what BackupAndRestore set
     if run.feature_cache is not None and phase.trainable is None:
         return _fit_cached(run, phase, start, callbacks)

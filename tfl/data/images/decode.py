@@ -1,6 +1,6 @@
 """One image at a time: decode file bytes, make RGB, resize; read an image size off a model.
 
-- `decode_image`: JPEG / PNG / GIF (first frame) / BMP bytes -> RGB float32 in 0–255.
+- `decode_image`: JPEG / PNG / GIF (first frame) / BMP / WebP bytes -> RGB float32 in 0–255.
 - `to_rgb`: grey, RGB or RGBA arrays -> RGB float32.
 - `resize_image`: to a target size by one of `RESIZE_POLICIES` ("crop", "resize", "pad").
 - `parse_image_size`: an int, `(h, w)`, `(h, w, 3)`, a tfl model or an `ImageBackbone` ->
@@ -15,12 +15,12 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".bmp")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp")
 RESIZE_POLICIES = ("crop", "resize", "pad")
 
 
 def decode_image(contents: tf.Tensor | bytes) -> tf.Tensor:
-    """Decodes JPEG, PNG, GIF (first frame) or BMP bytes to RGB float32 `(h, w, 3)` in 0–255.
+    """Decodes JPEG, PNG, GIF (first frame), BMP or WebP bytes to RGB float32 `(h, w, 3)`, 0–255.
 
     Grey images get three equal channels; the alpha channel of RGBA images is dropped.
 

@@ -235,6 +235,19 @@ def _list_images(
     return paths, path_labels, path_split, ignored
 
 
+def _warn_ignored(root: str, ignored: list[str]) -> None:
+    """One warning for the files that are not images (the console shows their count)."""
+    if not ignored:
+        return
+    shown = ", ".join(os.path.relpath(p, root) for p in ignored[:3])
+    more = f" and {len(ignored) - 3} more" if len(ignored) > 3 else ""
+    warnings.warn(
+        f"{len(ignored)} file(s) under {root} are not images ({', '.join(IMAGE_EXTENSIONS)}) "
+        f"and were ignored: {shown}{more} (data.json lists the first 10).",
+        stacklevel=3,  # the caller of from_folder
+    )
+
+
 def _verify(paths: list[str], verify: bool, run_dir: str | None) -> tuple[BadInputReport, Any]:
     """The report of the files that cannot be decoded (warned once) and a mask of the others."""
     report = BadInputReport(total=len(paths))
@@ -396,8 +409,9 @@ def from_folder(
       `valid`) and `test`: the splits are used as given (`splits` is ignored; a missing split
       folder gives None). The classes are the union over the splits.
 
-    Files ending in .jpg, .jpeg, .png, .gif (first frame) or .bmp (any case) are read, in
-    subfolders too; other files are ignored and counted in `info["ignored_files"]`. With
+    Files ending in .jpg, .jpeg, .png, .gif (first frame), .bmp or .webp (any case) are read,
+    in subfolders too; other files (hidden ones aside) are ignored, counted in
+    `info["ignored_files"]` and warned about once with a few of their names. With
     `verify=True` every image is decoded once up front (in parallel); files that fail (empty,
     truncated, not an image) are skipped, listed in `report`, warned about once and saved to
     `run_dir/bad_inputs.txt`.
@@ -458,6 +472,7 @@ def from_folder(
     names = _class_names(root, split_roots, class_names)
     labels = LabelMap(names)
     paths, path_labels, path_split, ignored = _list_images(root, split_roots, names)
+    _warn_ignored(root, ignored)
     report, keep = _verify(paths, verify, run_dir)
     paths_arr = np.array(paths, dtype=object)[keep]
     y = np.array(path_labels, dtype=np.int64)[keep]
