@@ -310,3 +310,24 @@ def test_tfl_export_bad_usage_exits_2(argv, message, exported_run, tmp_path, cap
     assert cli.main(argv) == cli.EXIT_USAGE
     err = capsys.readouterr().err
     assert err.startswith("tfl export: error:") and message in err
+
+
+def test_quantised_accuracy_allows_one_changed_answer_and_no_more():
+    """On 20 examples one flip is 0.05 > 0.03: it passes; two flips of 20 do not."""
+    from tfl.export.parity import _judge
+    from tfl.export.signatures import Output
+
+    labels = np.arange(20) % 2
+    ref = {"probabilities": np.eye(2, dtype=np.float32)[labels]}
+    outputs = [Output(head=None, kind="probabilities", labels=["a", "b"])]
+
+    def judged(flips):
+        got = ref["probabilities"].copy()
+        got[:flips] = got[:flips, ::-1]
+        return _judge("tflite_int8", "int8", {"probabilities": got}, ref, outputs,
+                      {None: labels}, max_accuracy_drop=0.03)  # fmt: skip
+
+    assert judged(1)["passed"]
+    failed = judged(2)
+    assert not failed["passed"]
+    assert "0.1000 > max_accuracy_drop 0.03" in failed["failures"][0]

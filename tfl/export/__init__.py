@@ -45,7 +45,8 @@ the outputs with the Keras model's on the same inputs:
   1.04e-5 with top-1 agreement 1.0.
 - reduced-precision files (TFLite float16, dynamic_int8, int8) by accuracy: the drop against
   the Keras model's accuracy on the same examples may be at most `max_accuracy_drop`
-  (default 0.03: with a few hundred examples one example is 0.4 points); without labels, the
+  (default 0.03: with a few hundred examples one example is 0.4 points; one changed answer
+  is always allowed, since on 20 examples it is 0.05); without labels, the
   share of top-1 predictions that differ from Keras' may be at most that. Their max
   |difference| is reported (float16 weights moved probabilities by up to 0.015 there).
 

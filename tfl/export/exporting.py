@@ -104,7 +104,8 @@ def export_model(
         text_pairs: a text model trained on pairs.
         top_k: size of the `top_k_*` outputs.
         check: run the parity check (else only write the files).
-        max_accuracy_drop: the largest accuracy drop a float16 / int8 file may show.
+        max_accuracy_drop: the largest accuracy drop a float16 / int8 file may show (at
+            least one example of the check: accuracy moves in steps of 1/examples).
         batch_size: batch size of the check.
         timeout: seconds each checking process may take.
 
