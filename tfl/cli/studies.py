@@ -131,12 +131,13 @@ def compare(args: argparse.Namespace) -> int:
         verbose=2 if args.verbose else 0,
         progress=_progress,
     )
-    table = format_comparison(result).split("\nRule: ")[0]  # the rule is in compare.md
+    table = format_comparison(result).split("\nEffect: ")[0]  # effect and rule: compare.md
     print(table)
     print(
         f"{result['verdict'].capitalize()}: {result['method'].replace('_', '-')} vs scratch, "
-        f"{result['mean_difference']:+.4f} ± {result['std_difference']:.4f} {result['metric']} "
-        "over folds."
+        f"{result['difference']:+.4f} accuracy ({result['confidence']:.0%} CI "
+        f"{result['low']:+.4f} to {result['high']:+.4f}), McNemar p = {result['p_value']:.2g} "
+        f"on {result['n']} held-out examples."
     )
     print(
         f"Wrote {os.path.join(result['run_dir'], studies.COMPARE_FILE)} and "

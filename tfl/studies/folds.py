@@ -112,7 +112,9 @@ def cross_validate(
     Returns:
         A dict: `folds` (the number), `seed`, `fold_sizes`, `fold_metrics` (one
         `classification_metrics` dict per fold), and `accuracy` and `macro_f1`, each with
-        `mean`, `std` (sample standard deviation over folds, ddof=1) and `values`.
+        `mean`, `std` (sample standard deviation over folds, ddof=1) and `values`;
+        `held_out` (each fold's example indices) and `predictions` (the predicted class of
+        each of them), for paired tests between methods run on the same folds.
     """
     from tfl.fitting import fit_phases
 
@@ -139,7 +141,7 @@ def cross_validate(
             )
     held_out = stratified_folds(y, folds, seed)
     num_classes = int(y.max()) + 1 if y.size else 0
-    fold_metrics, previous = [], None  # the previous fold's model
+    fold_metrics, predictions, previous = [], [], None  # previous: the previous fold's model
     for i, test_index in enumerate(held_out):
         train_index = np.setdiff1d(np.arange(n), test_index)
         keras.utils.set_random_seed(seed + i)
@@ -175,6 +177,7 @@ def cross_validate(
                 "expected one output per class."
             )
         fold_metrics.append(classification_metrics(y[test_index], probs, top_k=()))
+        predictions.append(probs.argmax(axis=1).tolist())
         previous = model
     return {
         "folds": folds,
@@ -183,4 +186,6 @@ def cross_validate(
         "fold_metrics": fold_metrics,
         "accuracy": spread([m["accuracy"] for m in fold_metrics]),
         "macro_f1": spread([m["macro_avg"]["f1"] for m in fold_metrics]),
+        "held_out": [t.tolist() for t in held_out],
+        "predictions": predictions,
     }
