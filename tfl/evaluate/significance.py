@@ -46,14 +46,8 @@ def _pair(correct_a, correct_b) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _binomial_tail(k: int, n: int) -> float:
-    """P(X <= k) for X ~ Binomial(n, 1/2), exactly (log-space sums, any n)."""
-    if n == 0:
-        return 1.0
-    logs = [math.lgamma(n + 1) - math.lgamma(i + 1) - math.lgamma(n - i + 1) for i in range(k + 1)]
-    top = max(logs)
-    return min(
-        1.0, math.exp(top + math.log(sum(math.exp(v - top) for v in logs)) - n * math.log(2))
-    )
+    """P(X <= k) for X ~ Binomial(n, 1/2), exactly (integer arithmetic, then one division)."""
+    return sum(math.comb(n, i) for i in range(k + 1)) / 2**n
 
 
 def mcnemar_exact(correct_a, correct_b) -> dict:
