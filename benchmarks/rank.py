@@ -5,9 +5,10 @@ random weights, cut points, input sizes; text: poolings) is
 
 1. ranked by `tfl.studies.rank.rank_candidates` (LogME, LEEP, the cross-validated linear
    probe, on the pooled train + validation features), and
-2. trained with `tfl.run.train` (the `tfl train` path) with the default recipe's
-   two-phase schedule at a small budget, and, for the pretrained ones, with feature
-   extraction (the frozen base + the same head), both scored on the untouched test split.
+2. trained with `tfl.run.train` (the `tfl train` path) with the recipe's default
+   two-phase schedule and epochs, and, for the pretrained ones, with feature extraction
+   (the frozen base + the same head, the same head epochs), both scored on the untouched
+   test split.
 
 It prints and saves (`benchmarks/results/rank_<dataset>.json`) per candidate the scores and
 the test accuracies, and per score the Kendall tau (tau-b, ties allowed) and top-1 hit
@@ -39,30 +40,28 @@ import tfl  # noqa: F401  (runtime settings before TensorFlow)
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 
 DATASETS = {
+    # The default recipe (tfl train: 50 / 50 / 100 digits per class, 96 px, 10 + 5 epochs).
     "mnist5k": {
-        "data": {"max_per_class": {"train": 20, "validation": 10, "test": 50}, "image_size": 64},
         "model": {"base": "auto"},
         "rank": {"weights": ["imagenet", "none"], "cuts": ["stage3", "whole"]},
-        "train": {"head_epochs": 5, "finetune_epochs": 3},
     },
+    # scikit-learn's 8x8 digits (another source), upscaled; two input sizes.
     "digits": {
         "data": {
             "source": "folder",
             "name": None,
             "splits": [0.5, 0.2, 0.3],
-            "max_per_class": {"train": 20, "validation": 10, "test": 50},
-            "image_size": 64,
+            "max_per_class": {"train": 50, "validation": 20, "test": 50},
         },
         "model": {"base": "auto"},
         "rank": {"weights": ["imagenet", "none"], "image_sizes": [32, 64]},
-        "train": {"head_epochs": 5, "finetune_epochs": 3},
     },
+    # The text recipe's defaults (1 + 3 epochs) on fewer sentences: 300 / 100 / 400.
     "movie_sentences": {
         "recipe": "text_classification",
-        "data": {"max_per_class": {"train": 100, "validation": 50, "test": 200}},
+        "data": {"max_per_class": {"train": 150, "validation": 50, "test": 200}},
         "model": {"base": "auto"},
         "rank": {"weights": ["pretrained", "none"], "poolings": ["mean", "pooled"]},
-        "train": {"head_epochs": 1, "finetune_epochs": 2},
     },
 }
 

@@ -163,8 +163,10 @@ def build_application(
         try:
             with _socket_timeout(DOWNLOAD_TIMEOUT_S):
                 model = build()
-        except (ValueError, TypeError, Warning):
-            raise  # Keras rejected the arguments (or a warning is an error): not the download
+        except (ValueError, TypeError, Warning, ModuleNotFoundError):
+            # Keras rejected the arguments (or a warning is an error), or an offline weights
+            # package is missing (its message says how to install it): not the download.
+            raise
         except Exception as e:
             raise OSError(_offline_help(name, variant.constructor)) from e
     if path is not None:

@@ -228,10 +228,13 @@ def score_candidate(candidate: Candidate, config, data, store, strategy=None) ->
         records them).
     """
     from tfl.cache import split_at_bases
+    from tfl.freezing import freeze
 
     keras.utils.set_random_seed(config.seed)
     cand_config = candidate.config(config)
-    model = builders.build_model(cand_config, data, strategy)
+    # Frozen, as a head phase freezes it: the cache keys include the layers' settings, so the
+    # features taken here are the ones `tfl train`'s first phase looks up.
+    model = freeze(builders.build_model(cand_config, data, strategy))
     features, labels, cached, seconds = _features(model, data, store)
     keep = _subsample(labels, config.rank.max_examples, config.seed)
     started = time.perf_counter()
