@@ -109,17 +109,18 @@ def test_rank_writes_its_report_reports_a_failed_candidate_and_reuses_features(t
     bad.write_bytes(b"not a weights file")
     out = str(tmp_path / "rank")
     argv = ["rank", *TINY, "--model.base", "mobilenet_v3_small", "--rank.weights",
-            f"none,{bad}", "--rank.cuts", "stage2,whole", "--rank.folds", "2",
+            f"none,{bad}", "--model.cut", "stage2", "--rank.folds", "2",
             "--output", out]  # fmt: skip
     assert cli.main(argv) == cli.EXIT_OK
     printed = capsys.readouterr().out
     with open(os.path.join(out, "rank.json")) as f:
         result = json.load(f)
     scored = [r for r in result["candidates"] if "error" not in r]
-    assert len(scored) == 2 and len(result["failed"]) == 2  # the broken file, at both cuts
-    assert all("broken.weights.h5" in name for name in result["failed"])
-    assert [r["feature_dim"] for r in sorted(scored, key=lambda r: r["feature_dim"])] == [48, 576]
-    assert all(r["examples"] == 50 and not r["cached"] for r in scored)
+    assert len(scored) == 1 and result["failed"] == [
+        "mobilenet_v3_small@stage2 32px (broken.weights.h5)"
+    ]
+    assert scored[0]["feature_dim"] == 48  # cut after stage2: 48 channels, not 576
+    assert scored[0]["examples"] == 50 and not scored[0]["cached"]
     assert "FAILED to load" in printed and "Recommendation: **" in printed
     assert "tfl train --config " in printed and os.path.exists(os.path.join(out, "winner.yaml"))
     for name in ("rank.md", "rank.png", "config.yaml"):

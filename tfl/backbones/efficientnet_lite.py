@@ -85,7 +85,7 @@ def keras_name(prefix: str) -> str | None:
 
     Example:
     >>> keras_name("_blocks.0._bn1"), keras_name("_blocks.3._expand_conv"), keras_name("_fc")
-    ('block1a_bn', 'block3b_expand_conv', 'predictions')
+    ('block1a_bn', 'block3a_expand_conv', 'predictions')
     """
     if prefix in _TOP:
         return _TOP[prefix]

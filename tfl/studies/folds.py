@@ -73,6 +73,25 @@ def spread(values: Sequence[float]) -> dict:
     return {"mean": float(np.mean(values)), "std": std, "values": values}
 
 
+def _check_arguments(build_model, x, y) -> tuple[np.ndarray, int]:
+    """`y` as an array and the number of examples, or a `ValueError` naming what is wrong."""
+    y = np.asarray(y)
+    if y.ndim != 1 or (y.size and not np.issubdtype(y.dtype, np.integer)):
+        raise ValueError(
+            f"Received y with shape {y.shape} and dtype {y.dtype}; expected integer class labels "
+            "(N,)."
+        )
+    n = num_rows(x)
+    if n != len(y):
+        raise ValueError(f"Received {n} inputs and {len(y)} labels; expected one label each.")
+    if not callable(build_model):
+        raise ValueError(
+            f"Received build_model={build_model!r}; expected a function that returns a fresh "
+            "model (with freshly loaded pretrained weights) on each call."
+        )
+    return y, n
+
+
 def cross_validate(
     build_model: Callable[[], keras.Model],
     x,
@@ -118,20 +137,7 @@ def cross_validate(
     """
     from tfl.fitting import fit_phases
 
-    y = np.asarray(y)
-    if y.ndim != 1 or (y.size and not np.issubdtype(y.dtype, np.integer)):
-        raise ValueError(
-            f"Received y with shape {y.shape} and dtype {y.dtype}; expected integer class labels "
-            "(N,)."
-        )
-    n = num_rows(x)
-    if n != len(y):
-        raise ValueError(f"Received {n} inputs and {len(y)} labels; expected one label each.")
-    if not callable(build_model):
-        raise ValueError(
-            f"Received build_model={build_model!r}; expected a function that returns a fresh "
-            "model (with freshly loaded pretrained weights) on each call."
-        )
+    y, n = _check_arguments(build_model, x, y)
     fit_kwargs = dict(fit_kwargs or {})
     fit_kwargs.setdefault("verbose", 0)
     for key in ("validation_data", "batch_size", "x", "y"):

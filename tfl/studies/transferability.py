@@ -229,7 +229,7 @@ def linear_probe(
     >>> rng = np.random.default_rng(0)
     >>> labels = np.repeat([0, 1, 2], 10)
     >>> features = rng.normal(size=(30, 4)) + np.eye(3, 4)[labels] * 4.0
-    >>> linear_probe(features, labels, folds=3)["accuracy"] > 0.9
+    >>> linear_probe(features, labels, folds=3, steps=60)["accuracy"] > 0.9
     True
     """
     f, y = _check(features, labels)
