@@ -160,3 +160,14 @@ def test_train_with_base_auto_ranks_then_trains_the_winner_on_its_cached_feature
     new = set(os.listdir(cache_dir())) - before
     extracted = [r for r in ranking["candidates"] if "error" not in r and not r["cached"]]
     assert len([n for n in new if not n.startswith("leep-")]) == 2 * len(extracted)
+
+
+def test_a_base_cut_after_a_block_group_trains_saves_and_reloads(tmp_path):
+    import tfl
+    from helpers import assert_keras_round_trip, images
+
+    base = tfl.ImageBackbone("mobilenet_v3_small", (32, 32, 3), weights=None, cut="stage1")
+    assert base.feature_dim == 24 and base.cut == "stage1"  # stride 8: 24 channels
+    assert not base.block_groups()["stage3"]  # nothing above the cut
+    restored = assert_keras_round_trip(tfl.ImageClassifier(base, 3), images(4), tmp_path)
+    assert restored.backbone.cut == "stage1" and restored.backbone.feature_dim == 24
