@@ -306,6 +306,12 @@ def rank_candidates(
     from tfl.cache import FeatureCache
 
     config = config_lib.validate(config)
+    if config_lib.RECIPE_KINDS[config.recipe].bases != 1:
+        raise config_lib.ConfigError(
+            "recipe",
+            f"tfl rank compares one base at a time, but {config.recipe} fuses two",
+            "Rank with --recipe image_classification, then fuse the two best bases.",
+        )
     started = time.time()
     strategy = builders.get_strategy(config)
     cache = config.train.cache
