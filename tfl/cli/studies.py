@@ -175,13 +175,7 @@ def rank(args: argparse.Namespace) -> int:
     from tfl.studies import rank_report
 
     config = config_lib.from_args(args)  # every candidate is checked here, before any work
-    studies.check_supported(config, "rank")
-    if config_lib.RECIPE_KINDS[config.recipe].bases != 1:
-        raise config_lib.ConfigError(
-            "recipe",
-            f"tfl rank compares one base at a time, but {config.recipe} fuses two",
-            "Rank with --recipe image_classification, then fuse the two best bases.",
-        )
+    studies.check_supported(config, "rank")  # fusion recipes: refused by rank_candidates
     if args.print_config:
         print(config_lib.to_yaml(config), end="")
         return EXIT_OK
