@@ -56,10 +56,10 @@ DATASETS = {
         "model": {"base": "auto"},
         "rank": {"weights": ["imagenet", "none"], "image_sizes": [32, 64]},
     },
-    # The text recipe's defaults (1 + 3 epochs) on fewer sentences: 300 / 100 / 400.
+    # The text recipe's defaults (1 + 3 epochs) on fewer sentences: 200 / 100 / 400.
     "movie_sentences": {
         "recipe": "text_classification",
-        "data": {"max_per_class": {"train": 150, "validation": 50, "test": 200}},
+        "data": {"max_per_class": {"train": 100, "validation": 50, "test": 200}},
         "model": {"base": "auto"},
         "rank": {"weights": ["pretrained", "none"], "poolings": ["mean", "pooled"]},
     },
