@@ -185,9 +185,15 @@ def _features(model, data, store) -> tuple[np.ndarray, np.ndarray, bool, float]:
     return np.concatenate(parts), np.concatenate(labels).astype(np.int64), cached, seconds
 
 
-def _source_probabilities(candidate: Candidate, data, store) -> np.ndarray | None:
-    """The source (ImageNet) classifier's probabilities on train + validation, cached on disk
-    beside the features (None if the base keeps no classifier)."""
+def _source_probabilities(candidate: Candidate, data, store, features, memo) -> np.ndarray | None:
+    """The source (ImageNet) classifier's probabilities on train + validation (None if the
+    base keeps no classifier offline).
+
+    One forward pass at most per base, weights and size: the cuts of a base share it
+    (`memo`), and for the whole base with average pooling the classifier's last layer is
+    applied to the cached pooled features (the same numbers, no second pass). Otherwise the
+    classifier runs once and its probabilities are kept on disk beside the features.
+    """
     from tfl.backbones import get_spec, source_classifier
     from tfl.evaluate.metrics import softmax
     from tfl.fingerprints import model_fingerprint
@@ -196,8 +202,16 @@ def _source_probabilities(candidate: Candidate, data, store) -> np.ndarray | Non
     if variant.classifier_builder is None:
         return None  # keras.applications tops download their weights: not offline
     size = candidate.image_size or variant.default_size
+    memo_key = (candidate.base, candidate.weights, size)
+    if memo_key in memo:
+        return memo[memo_key]
     weights = {"none": None, "pretrained": "imagenet"}.get(candidate.weights, candidate.weights)
     classifier = source_classifier(candidate.base, (size, size, 3), weights=weights)
+    if candidate.cut is None and candidate.pooling == "avg":
+        top = classifier.layers[-1].get_layer("predictions")  # pooled features -> logits
+        kernel, bias = (np.asarray(w, dtype=np.float64) for w in top.get_weights())
+        memo[memo_key] = softmax(np.asarray(features, dtype=np.float64) @ kernel + bias)
+        return memo[memo_key]
     parts = [data.fingerprints.get(s) for s in ("train", "validation")]
     key = hashlib.blake2b(
         "|".join(["leep-1", model_fingerprint(classifier), *map(str, parts)]).encode(),
@@ -205,19 +219,22 @@ def _source_probabilities(candidate: Candidate, data, store) -> np.ndarray | Non
     ).hexdigest()
     path = None if store.directory is None else os.path.join(store.directory, f"leep-{key}.npy")
     if path and None not in parts and os.path.exists(path):
-        return np.load(path)
+        memo[memo_key] = np.load(path)
+        return memo[memo_key]
     logits = []
     for ds in (data.train_in_order, data.validation):
         if ds is not None:
             logits.append(classifier.predict(ds.map(lambda x, y: x), verbose=0))
-    probabilities = softmax(np.concatenate(logits).astype(np.float64))
+    memo[memo_key] = softmax(np.concatenate(logits).astype(np.float64))
     if path and None not in parts:
         os.makedirs(store.directory, exist_ok=True)
-        np.save(path, probabilities)
-    return probabilities
+        np.save(path, memo[memo_key])
+    return memo[memo_key]
 
 
-def score_candidate(candidate: Candidate, config, data, store, strategy=None) -> dict:
+def score_candidate(
+    candidate: Candidate, config, data, store, strategy=None, memo: dict | None = None
+) -> dict:
     """Build `candidate`'s task, take its frozen features through `store`, score them.
 
     Returns:
@@ -242,7 +259,8 @@ def score_candidate(candidate: Candidate, config, data, store, strategy=None) ->
     probe = scores.linear_probe(f, y, folds=config.rank.folds, seed=config.seed)
     leep = None
     if not builders.is_text(config):
-        probabilities = _source_probabilities(candidate, data, store)
+        memo = {} if memo is None else memo
+        probabilities = _source_probabilities(candidate, data, store, features, memo)
         if probabilities is not None:
             leep = scores.leep(probabilities[keep], y)
     feature_model, _ = split_at_bases(model)
@@ -318,13 +336,13 @@ def rank_candidates(
     store = FeatureCache(None if cache in ("memory", False) else "auto")
     found = candidates(config)
     loaded: dict[Any, Any] = {}
-    rows = []
+    rows, memo = [], {}  # memo: source-classifier probabilities, shared by a base's cuts
     for i, candidate in enumerate(found, 1):
         if candidate.image_size not in loaded:
             loaded[candidate.image_size] = _load_data(config, candidate.image_size, strategy)
         data = loaded[candidate.image_size]
         try:
-            row = score_candidate(candidate, config, data, store, strategy)
+            row = score_candidate(candidate, config, data, store, strategy, memo)
         except Exception as error:  # noqa: BLE001 - reported; the other candidates still rank
             row = {"name": candidate.name, "settings": dataclasses.asdict(candidate)}
             row["error"] = f"{type(error).__name__}: {str(error).splitlines()[0][:300]}"
