@@ -31,6 +31,7 @@ import math
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 from tfl.studies.folds import stratified_folds
 
@@ -249,10 +250,16 @@ def linear_probe(
         optimizer=keras.optimizers.Adam(learning_rate),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True, ignore_class=-1),
     )
-    batch = min(128, len(y))
-    epochs = max(1, math.ceil(steps / math.ceil(len(y) / batch)))
     x = f.astype(np.float32)
-    model.fit(x, targets, batch_size=batch, epochs=epochs, verbose=0, shuffle=True)
+    # One epoch of `steps` batches from a repeated, reshuffled stream: no per-epoch overhead
+    # (hundreds of tiny epochs cost more than the steps themselves).
+    batches = (
+        tf.data.Dataset.from_tensor_slices((x, targets))
+        .shuffle(len(y), seed=seed, reshuffle_each_iteration=True)
+        .repeat()
+        .batch(min(128, len(y)))
+    )
+    model.fit(batches, steps_per_epoch=steps, epochs=1, verbose=0)
     scores = np.asarray(model.predict(x, batch_size=1024, verbose=0))
     predictions = np.empty(len(y), dtype=np.int64)
     for j, index in enumerate(held_out):
