@@ -292,12 +292,20 @@ def _load_data(config, size: int | None, strategy):
 
 
 def _order(rows: list[dict], score: str) -> list[dict]:
-    """Rows best first by `score` (None and failed candidates last), then by probe."""
+    """Rows best first by `score` (None last), then by probe accuracy; candidates with random
+    weights (`weights: none`) after every pretrained one.
+
+    Frozen-feature scores see a base before fine-tuning: on small, simple data a random
+    base's features can score as well as pretrained ones (benchmarks/rank.py: the probe and
+    LogME did, on the 8x8 digits), yet fine-tuning the pretrained base won in every case
+    measured. A random base is a check, never the recommendation over a pretrained one.
+    """
     key = "probe_accuracy" if score == "probe" else score
 
     def sort_key(row):
         value = row.get(key)
-        return (value is None, -(value or 0.0), -(row.get("probe_accuracy") or 0.0))
+        random = row["settings"]["weights"] == "none"
+        return (random, value is None, -(value or 0.0), -(row.get("probe_accuracy") or 0.0))
 
     return sorted(rows, key=sort_key)
 
