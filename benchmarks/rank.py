@@ -127,13 +127,27 @@ def _fmt(value) -> str:
     return f"{value:+.2f}" if isinstance(value, float) else str(value)
 
 
+def picked_accuracy(rows: list[dict], key: str) -> float | None:
+    """The two-phase accuracy of the candidate `tfl rank` recommends when `key` ranks:
+    pretrained before random weights, then the score (ties: the probe)."""
+    scored = [r for r in rows if r.get(key) is not None]
+    if not scored:
+        return None
+    best = min(
+        scored,
+        key=lambda r: (r["settings"]["weights"] == "none", -r[key], -r["probe_accuracy"]),
+    )
+    return best["two_phase_accuracy"]
+
+
 def tables() -> str:
     """The README's tables from the saved results (`--table`)."""
     lines = [
         "| dataset | candidates | Kendall tau: probe / LogME / LEEP / parameters | top-1 hit: "
-        "probe / LogME / LEEP / parameters | pretrained above random twin (probe / LogME / "
-        "LEEP) | rank all / train all (two-phase) |",
-        "|---|---|---|---|---|---|",
+        "probe / LogME / LEEP / parameters | accuracy of the recommended candidate: probe / "
+        "LogME / LEEP (best) | pretrained above random twin, raw scores (probe / LogME / LEEP) "
+        "| rank all / train all (two-phase) |",
+        "|---|---|---|---|---|---|---|",
     ]
     per_candidate = []
     for name in DATASETS:
@@ -151,8 +165,14 @@ def tables() -> str:
             f"{sum(bool(t[k]) for t in twins)}/{sum(t[k] is not None for t in twins)}"
             for k in ("probe", "logme", "leep")
         )
+        rows = r["candidates"]
+        picks = " / ".join(
+            "–" if picked_accuracy(rows, k) is None else f"{picked_accuracy(rows, k):.3f}"
+            for k in ("probe_accuracy", "logme", "leep")
+        )
+        best = max(c["two_phase_accuracy"] for c in rows)
         lines.append(
-            f"| {name} | {len(r['candidates'])} | {taus} | {hits} | {twin_text} | "
+            f"| {name} | {len(rows)} | {taus} | {hits} | {picks} ({best:.3f}) | {twin_text} | "
             f"{r['rank_seconds']:.0f} s / {r['train_seconds_two_phase']:.0f} s |"
         )
         for c in r["candidates"]:

@@ -22,7 +22,7 @@ IMAGE_SOURCES = ("tfds", "folder")
 TEXT_SOURCES = ("tfds", "csv", "jsonl")
 TRAIN_SCHEDULES = ("two_phase", "feature_extraction", "gradual_unfreezing", "partial", "auto")
 # What ranks the candidates of `tfl rank` / `model.base: auto` (tfl.studies.rank).
-RANK_SCORES = ("probe", "logme", "leep")
+RANK_SCORES = ("logme", "probe", "leep")
 # feature_extraction trains a classical classifier on frozen features: "logistic" is the
 # linear softmax head (multinomial logistic regression), "svm" the squared-hinge head.
 FEATURE_EXTRACTION_HEADS = ("svm", "logistic")
@@ -312,7 +312,7 @@ class RankConfig:
     Example:
     >>> from tfl.config import RankConfig
     >>> RankConfig().score, RankConfig().folds
-    ('probe', 5)
+    ('logme', 5)
     """
 
     cuts: tuple[str, ...] = _leaf(
@@ -325,7 +325,7 @@ class RankConfig:
     weights: tuple[str, ...] = _leaf(
         (), "weights to compare, e.g. imagenet,none (a random twin as a check)", listy=True
     )
-    score: str = _leaf("probe", f"what picks the winner: {' | '.join(RANK_SCORES)}")
+    score: str = _leaf("logme", f"what picks the winner: {' | '.join(RANK_SCORES)}")
     folds: int = _leaf(5, "folds of the cross-validated linear probe")
     max_examples: int | None = _leaf(
         2000, "score at most this many train + validation examples (null = all)"
