@@ -130,12 +130,14 @@ def test_compare_prints_three_methods_and_a_verdict(tmp_path, capsys, monkeypatc
         assert len(cv["accuracy"]["values"]) == 2 and sum(cv["fold_sizes"]) == POOLED
         mean, std = cv["accuracy"]["mean"], cv["accuracy"]["std"]
         assert f"| {method.replace('_', '-')} | {mean:.4f} ± {std:.4f} |" in out
-    verdicts = ("transfer helps", "transfer hurts", "no difference within the fold spread")
+    verdicts = ("transfer helps", "transfer hurts", "no significant difference")
     assert result["verdict"] in verdicts
     assert f"**{result['verdict']}**" in out
-    assert f"{result['verdict'].capitalize()}: " in out
+    assert f"{result['verdict'].capitalize()}: " in out and "McNemar p = " in out
+    assert result["n"] == POOLED and result["low"] <= result["difference"] <= result["high"]
     with open(os.path.join(out_dir, "compare.md")) as f:
-        assert f"**{result['verdict']}**" in f.read()
+        report = f.read()
+    assert f"**{result['verdict']}**" in report and "Effect: " in report
     # Scratch really starts from random weights; probe and fine-tune from the pretrained file.
     assert len(seen) == 6
     for fold in seen:

@@ -459,10 +459,16 @@ BAD = {
         "model.base",
         "received 3",
     ),
-    "two bases without fusion": (
-        {"model": {"base": ["resnet50", "vgg16"]}},
-        "model.base",
-        "use recipe: feature_fusion",
+    # two bases without fusion are candidates to rank (tfl rank, model.base: auto): each named
+    "a bad candidate": (
+        {"model": {"base": ["resnet50", "vgg61"]}},
+        "model.base[1]",
+        "unknown image base 'vgg61'. Did you mean",
+    ),
+    "a cut that is no block group": (
+        {"model": {"base": "resnet50", "cut": "stage5"}},
+        "model.cut",
+        "its groups: stem, stage1, stage2, stage3, stage4",
     ),
     "fusion add with unequal widths": (
         {

@@ -400,34 +400,71 @@ def test_cross_validate_rejects_a_model_that_shares_weights_between_folds():
         cross_validate(build, x, y, folds=2, phases=tfl.feature_extraction(1), batch_size=8)
 
 
+def _predictions(n_wrong, n=300, offset=0):
+    """Predictions of an all-zero label vector with `n_wrong` mistakes starting at `offset`."""
+    pred = np.zeros(n, dtype=int)
+    pred[offset : offset + n_wrong] = 1
+    return pred
+
+
 @pytest.mark.parametrize(
     "scratch, probe, fine_tune, verdict, method",
     [
-        ([0.50, 0.60, 0.55], [0.70, 0.80, 0.72], [0.80, 0.85, 0.80], "transfer helps", "fine_tune"),
-        ([0.50, 0.60, 0.55], [0.80, 0.85, 0.82], [0.40, 0.50, 0.45], "transfer helps", "probe"),
-        ([0.80, 0.85, 0.80], [0.50, 0.60, 0.55], [0.60, 0.70, 0.62], "transfer hurts", "fine_tune"),
-        # fine-tune is better on average, but the gain flips sign between folds
+        # a clear gain: scratch wrong on 90 of 300, fine-tune on 15 of them only
+        (_predictions(90), _predictions(60), _predictions(15), "transfer helps", "fine_tune"),
+        (_predictions(90), _predictions(20), _predictions(95), "transfer helps", "probe"),
+        # a clear loss: scratch wrong on 10, the better transfer method on 60
+        (_predictions(10), _predictions(60), _predictions(70), "transfer hurts", "probe"),
+        # no difference: as many mistakes, on other examples
         (
-            [0.50, 0.60, 0.55],
-            [0.40, 0.40, 0.40],
-            [0.70, 0.50, 0.60],
-            "no difference within the fold spread",
+            _predictions(30),
+            _predictions(40, offset=100),
+            _predictions(30, offset=200),
+            "no significant difference",
             "fine_tune",
         ),
-        ([0.5, 0.5], [0.5, 0.5], [0.5, 0.5], "no difference within the fold spread", "fine_tune"),
     ],
 )
-def test_transfer_verdict(scratch, probe, fine_tune, verdict, method):
-    result = transfer_verdict(scratch, probe, fine_tune)
+def test_transfer_verdict_on_known_answers(scratch, probe, fine_tune, verdict, method):
+    y = np.zeros(300, dtype=int)
+    result = transfer_verdict(y, scratch, probe, fine_tune)
     assert result["verdict"] == verdict and result["method"] == method
-    d = np.array(fine_tune if method == "fine_tune" else probe) - np.array(scratch)
-    assert result["mean_difference"] == pytest.approx(d.mean())
-    assert result["std_difference"] == pytest.approx(np.std(d, ddof=1))
+    chosen = fine_tune if method == "fine_tune" else probe
+    assert result["difference"] == pytest.approx(np.mean(chosen == 0) - np.mean(scratch == 0))
+    assert result["low"] <= result["difference"] <= result["high"]
+    if verdict == "no significant difference":
+        assert result["p_value"] > 0.025 and result["low"] < 0 < result["high"]
+    else:
+        assert result["p_value"] < 1e-4 and result["low"] * result["high"] > 0
 
 
-def test_transfer_verdict_rejects_unequal_fold_counts():
-    with pytest.raises(ValueError, match=r"lengths \[2, 2, 3\]"):
-        transfer_verdict([0.5, 0.6], [0.5, 0.6], [0.5, 0.6, 0.7])
+def test_transfer_verdict_concludes_from_three_folds_with_one_collapsed_scratch_fold():
+    """The case the per-fold rule (mean > 2 std over 3 folds) called "no difference": scratch
+    0.617 / 0.862 / 0.880, fine-tune 0.95 on each fold of 333 examples."""
+    y = np.zeros(999, dtype=int)
+    scratch = np.concatenate([_predictions(w, 333) for w in (128, 46, 40)])
+    fine_tune = np.concatenate([_predictions(w, 333) for w in (17, 17, 16)])
+    probe = np.concatenate([_predictions(w, 333) for w in (38, 38, 37)])
+    result = transfer_verdict(y, scratch, probe, fine_tune)
+    assert result["verdict"] == "transfer helps" and result["p_value"] < 1e-20
+    assert 0.12 < result["low"] < result["difference"] < result["high"] < 0.2
+
+
+def test_mcnemar_exact_matches_the_binomial_by_hand():
+    from tfl.evaluate.significance import mcnemar_exact
+
+    # b = 6 examples only A gets right, c = 1 only B: p = 2 * P(X <= 1), X ~ Bin(7, 1/2)
+    a = np.array([1, 1, 1, 1, 1, 1, 0, 1, 0], bool)
+    b = np.array([0, 0, 0, 0, 0, 0, 1, 1, 0], bool)
+    result = mcnemar_exact(a, b)
+    assert (result["a_only"], result["b_only"], result["both"], result["neither"]) == (6, 1, 1, 1)
+    assert result["p_value"] == pytest.approx(2 * (1 + 7) / 2**7)
+    assert mcnemar_exact(b, a)["p_value"] == pytest.approx(result["p_value"])  # symmetric
+
+
+def test_transfer_verdict_rejects_predictions_of_other_lengths():
+    with pytest.raises(ValueError, match="Received 2 probe predictions for 3 labels"):
+        transfer_verdict([0, 1, 0], [0, 1, 0], [0, 1], [0, 1, 0])
 
 
 def test_compare_transfer_end_to_end_structure():
@@ -450,11 +487,8 @@ def test_compare_transfer_end_to_end_structure():
     assert set(result["methods"]) == {"scratch", "probe", "fine_tune"}
     for cv in result["methods"].values():
         assert cv["fold_sizes"] == [12, 12] and len(cv["accuracy"]["values"]) == 2
-    assert result["verdict"] in (
-        "transfer helps",
-        "transfer hurts",
-        "no difference within the fold spread",
-    )
+    assert result["verdict"] in ("transfer helps", "transfer hurts", "no significant difference")
+    assert result["n"] == 24 and len(result["methods"]["probe"]["predictions"]) == 2
     table = format_comparison(result)
     assert table.splitlines()[0] == "| method | accuracy | macro F1 | accuracy per fold |"
     scratch = result["methods"]["scratch"]["accuracy"]

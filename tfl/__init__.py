@@ -98,6 +98,10 @@ _moved = moved_names(__name__, {"partial": "tfl.phases:partial_unfreezing"}, sta
 
 
 def __getattr__(name: str):
+    if name == "rank":  # `tfl.rank(...)`: `tfl rank` from Python (a study: loaded on use)
+        from tfl.studies.rank_report import rank
+
+        return rank
     if name in _LAZY_MODULES:
         import importlib
 
@@ -155,6 +159,7 @@ __all__ = [
     "max_learning_rate",
     "optimizers",
     "partial_unfreezing",
+    "rank",
     "regularizers",
     "remove_l2sp",
     "standard_callbacks",

@@ -268,6 +268,7 @@ def _image_backbones(config: RunConfig) -> list:
             pooling=config.model.pooling,
             # A randomly initialised base needs BatchNorm's batch statistics to train.
             inference_mode=w != "none",
+            cut=config.model.cut,
         )
         for name, w in zip(bases(config), weights, strict=True)
     ]

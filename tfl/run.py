@@ -84,12 +84,16 @@ class Run:
                 existing `output` directory that holds a run with other settings.
         """
         started = time.time()
+        config, ranking = rank_first(config)
         config, run_dir, strategy = prepare(config)
         data = builders.load_data(config, strategy, run_dir)
         model = builders.build_model(config, data, strategy)
         phases = builders.make_phases(config)
         task = Task.from_config(config)
-        return cls(config, run_dir, strategy, task, data, model, phases, started=started)
+        run = cls(config, run_dir, strategy, task, data, model, phases, started=started)
+        if ranking is not None:
+            run.notes.extend(_ranking_notes(ranking, run_dir))
+        return run
 
     @property
     def evaluated_on(self) -> str:
@@ -144,6 +148,56 @@ def train(config: config_lib.RunConfig, verbose: Any = "auto") -> Run:
     per phase, see `tfl.fit_phases`).
     """
     return Run.create(config).fit(verbose=verbose).finish()
+
+
+# === Ranking first (model.base: auto or a list, train.schedule: auto) ===
+
+
+def rank_first(config: config_lib.RunConfig) -> tuple[config_lib.RunConfig, dict | None]:
+    """`config` with its candidates ranked and the winner chosen, when it asks for that.
+
+    `model.base: auto` (or a list of names, or `rank:` lists) ranks the candidates with
+    `tfl.studies.rank` and trains the winner; `train.schedule: auto` picks feature
+    extraction or two-phase from the winner's probe accuracy and the data size. The
+    features the ranking extracts stay in the bottleneck cache, so the winner's head phase
+    reuses them. Returns the concrete configuration and the ranking (None if none ran).
+    """
+    from tfl.studies import rank as rank_lib
+
+    config = config_lib.validate(config)
+    if not rank_lib.needs_ranking(config):
+        return config, None
+    count = len(rank_lib.candidates(config))
+    print(f"Ranking {count} candidate(s) on the train and validation splits...", flush=True)
+    ranking = rank_lib.rank_candidates(config, progress=lambda line: print(line, flush=True))
+    chosen = rank_lib.winner_config(config, ranking)
+    print(f"Training {ranking['winner']['name']} ({chosen.train.schedule}).", flush=True)
+    return chosen, ranking
+
+
+def _ranking_notes(ranking: dict, run_dir: str) -> list[str]:
+    """The report's lines on what was ranked and why the winner won; writes rank.md/json."""
+    from tfl.studies.rank_report import recommendation, write_ranking
+
+    write_ranking(ranking, run_dir, title="Ranking before training")
+    scored = [r for r in ranking["candidates"] if "error" not in r]
+    names = ", ".join(r["name"] for r in ranking["candidates"])
+    notes = [
+        f"Ranked {len(ranking['candidates'])} candidate(s) before training ({names}) on "
+        f"{scored[0]['examples']} train + validation examples, in {ranking['seconds']:.0f} s "
+        "(rank.md, rank.json, rank.png).",
+        recommendation(ranking).replace("Recommendation: ", "Trained: "),
+    ]
+    if len(scored) > 1:
+        key = "probe_accuracy" if ranking["score"] == "probe" else ranking["score"]
+        gap = scored[0][key] - scored[1][key]
+        notes.append(
+            f"Runner-up: {scored[1]['name']} ({ranking['score']} {scored[1][key]:.3f}, "
+            f"{gap:.3f} behind)."
+        )
+    if ranking["failed"]:
+        notes.append(f"Could not be scored: {', '.join(ranking['failed'])} (see rank.md).")
+    return notes
 
 
 # === Preparing the run directory ===
@@ -386,4 +440,4 @@ def evaluate_run(run_dir: str, split: str = "test", data: str | None = None) -> 
     return {**metrics, "file": file}
 
 
-__all__ = ["Run", "evaluate_run", "prepare", "runtime_line", "train"]
+__all__ = ["Run", "evaluate_run", "prepare", "rank_first", "runtime_line", "train"]

@@ -163,10 +163,76 @@ def build_application(
         try:
             with _socket_timeout(DOWNLOAD_TIMEOUT_S):
                 model = build()
-        except (ValueError, TypeError, Warning):
-            raise  # Keras rejected the arguments (or a warning is an error): not the download
+        except (ValueError, TypeError, Warning, ModuleNotFoundError):
+            # Keras rejected the arguments (or a warning is an error), or an offline weights
+            # package is missing (its message says how to install it): not the download.
+            raise
         except Exception as e:
             raise OSError(_offline_help(name, variant.constructor)) from e
     if path is not None:
         model.load_weights(path)
     return model
+
+
+def source_classifier(
+    name: str,
+    input_shape: tuple[int, int, int] | None = None,
+    weights: str | os.PathLike | None = "imagenet",
+) -> keras.Model:
+    """The base WITH its source classifier: raw 0-255 RGB in, logits over the source classes.
+
+    What LEEP (`tfl.studies.transferability.leep`) scores: the pretrained classifier's
+    (ImageNet's 1000 classes) predictions on the target data. Bases with their own builder
+    give it through `Variant.classifier_builder` (offline: `mobilenet_v2_torchvision`,
+    `efficientnet_lite0`), at any input size; keras.applications bases through
+    `include_top=True` at the size their classifier was trained at (the images are resized
+    to it inside the model; `"imagenet"` weights download).
+
+    Args:
+        name: a name from `list_backbones()`.
+        input_shape: the images' `(height, width, 3)` (default: the variant's size).
+        weights: as for `build_application`.
+
+    Raises:
+        ValueError: the base has no source classifier to offer.
+        OSError: a download failed (the message lists the offline alternatives).
+
+    Example:
+    >>> model = source_classifier("mobilenet_v2_torchvision", (32, 32, 3), weights=None)
+    >>> model.output.shape
+    (None, 1000)
+    """
+    from tfl.backbones.preprocessing import ImagePreprocessing
+
+    family, variant = get_spec(name)
+    size = variant.default_size
+    shape = _check_input_shape(name, input_shape or (size, size, 3))
+    path = None if weights in (None, "imagenet") else os.fspath(weights)
+    images = keras.Input(shape=shape, name="images")
+    x = images
+    if variant.classifier_builder is not None:
+        classifier = variant.classifier_builder(shape, weights)
+    elif variant.constructor is not None:
+        if shape[:2] != (size, size):
+            x = keras.layers.Resizing(size, size, name="resize_to_source")(x)
+        constructor = getattr(keras.applications, variant.constructor)
+        build_weights = "imagenet" if weights == "imagenet" else None
+        try:
+            with _socket_timeout(DOWNLOAD_TIMEOUT_S):
+                classifier = constructor(
+                    include_top=True,
+                    weights=build_weights,
+                    input_shape=(size, size, 3),
+                    classifier_activation=None,
+                    **family.constructor_kwargs,
+                )
+        except (ValueError, TypeError):
+            raise
+        except Exception as e:
+            raise OSError(_offline_help(name, variant.constructor)) from e
+        if path is not None:
+            classifier.load_weights(path)
+    else:
+        raise ValueError(f"{name!r} has no source classifier (its builder keeps no top).")
+    x = ImagePreprocessing(family.preprocessing, name="preprocessing")(x)
+    return keras.Model(images, classifier(x), name=f"{name}_source_classifier")

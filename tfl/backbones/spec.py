@@ -28,6 +28,11 @@ class Variant:
         constructor: the attribute of `keras.applications` that builds it (`"ResNet50"`).
         builder: instead of `constructor`, a function `(input_shape, weights) -> keras.Model`
             returning the headless base.
+        classifier_builder: for a `builder` base that keeps its source classifier, a function
+            `(input_shape, weights) -> keras.Model` returning the base WITH it (logits over
+            the source classes, e.g. ImageNet's 1000); what LEEP scores
+            (`tfl.backbones.source_classifier`). `constructor` bases get theirs from
+            keras.applications (`include_top=True`).
 
     Example:
     >>> Variant("resnet50", feature_dim=2048, default_size=224, constructor="ResNet50").name
@@ -39,6 +44,7 @@ class Variant:
     default_size: int
     constructor: str | None = None
     builder: Callable[..., keras.Model] | None = None
+    classifier_builder: Callable[..., keras.Model] | None = None
 
     def __post_init__(self):
         if (self.constructor is None) == (self.builder is None):

@@ -35,6 +35,7 @@ import os
 import pickle
 import re
 import struct
+from collections.abc import Callable
 from typing import Any
 
 import keras
@@ -441,7 +442,12 @@ def _keras_values(layer: keras.layers.Layer, tensors: dict[str, np.ndarray]) -> 
 
 
 def load_torchvision_weights(
-    model: keras.Model, state: dict[str, np.ndarray], source: str = "state dict"
+    model: keras.Model,
+    state: dict[str, np.ndarray],
+    source: str = "state dict",
+    keras_name: Callable[[str], str | None] | None = None,
+    classifier: str = "classifier.1",
+    fixed_layers: tuple[str, ...] = (),
 ) -> None:
     """Assigns a torchvision MobileNetV2 state dict to `mobilenet_v2_torchvision`'s layers.
 
@@ -454,7 +460,14 @@ def load_torchvision_weights(
         model: a model from `mobilenet_v2_torchvision`.
         state: `{name: array}` as `read_legacy_torch_checkpoint` returns.
         source: where `state` came from, for error messages.
+        keras_name: maps a torch module path to a Keras layer name (None: not a layer);
+            default MobileNetV2's mapping. Other torch checkpoints of a Keras graph (e.g.
+            `tfl.backbones.efficientnet_lite`) pass their own.
+        classifier: the torch module path of the classifier, skipped without a top.
+        fixed_layers: Keras layers whose weights the builder sets itself (e.g. the input
+            `Normalization` of EfficientNet-Lite): not expected in the checkpoint.
     """
+    keras_name = _keras_name if keras_name is None else keras_name
     layer_names = {layer.name for layer in model.layers}
     has_top = "predictions" in layer_names
     by_layer: dict[str, dict[str, np.ndarray]] = collections.defaultdict(dict)
@@ -463,9 +476,9 @@ def load_torchvision_weights(
         prefix, _, param = key.rpartition(".")
         if param == "num_batches_tracked":
             continue
-        if prefix == "classifier.1" and not has_top:
+        if prefix == classifier and not has_top:
             continue
-        name = _keras_name(prefix)
+        name = keras_name(prefix)
         if name is None or name not in layer_names:
             unused.append(key)
             continue
@@ -489,12 +502,11 @@ def load_torchvision_weights(
                 )
             assignments.append((variable, value))
     assigned = {id(v) for v, _ in assignments}
-    missing = [v.path for v in model.weights if id(v) not in assigned]
+    fixed = {id(v) for name in fixed_layers for v in model.get_layer(name).weights}
+    missing = [v.path for v in model.weights if id(v) not in assigned | fixed]
     if missing:
         problems.append(f"Keras weights the checkpoint does not provide: {missing}")
     if problems:
-        raise ValueError(
-            f"{source} does not match torchvision's MobileNetV2: " + "; ".join(problems)
-        )
+        raise ValueError(f"{source} does not match {model.name}: " + "; ".join(problems))
     for variable, value in assignments:
         variable.assign(value.astype(variable.dtype))

@@ -13,6 +13,9 @@ The other commands:
   pooled train + validation data (mean ± std over folds; `tfl.studies`).
 - `tfl compare [config flags] [--folds K] [--epochs N]`: does transfer help? Scratch vs linear
   probe vs fine-tune on the same folds, with a verdict (`tfl.studies`).
+- `tfl rank [config flags]`: which base (cut, input size, pooling) for this data? Frozen
+  features of each candidate scored with a linear probe, LogME and LEEP before any training
+  (`tfl.studies.rank`); `tfl train --model.base auto` ranks first and trains the winner.
 - `tfl predict RUN_DIR FILES... [--top-k K] [--json]`: labels and probabilities for image files
   (or lines of text files) with a finished run (`tfl.predict`).
 - `tfl export RUN_DIR [--format ...] [--quantize ...]`: `.keras`, SavedModel (image bytes or
@@ -39,6 +42,7 @@ _COMMANDS = (
     training.add_evaluate,
     studies.add_cv,
     studies.add_compare,
+    studies.add_rank,
     training.add_predict,
     exporting.add_export,
 )

@@ -1,11 +1,11 @@
-"""`tfl cv` and `tfl compare`: studies of a whole run configuration over folds."""
+"""`tfl cv`, `tfl compare` and `tfl rank`: studies of a whole run configuration."""
 
 from __future__ import annotations
 
 import argparse
 import os
 
-from tfl.cli.common import EXIT_OK, add_debug
+from tfl.cli.common import EXIT_FAILURE, EXIT_OK, add_debug
 
 
 def add_cv(sub) -> None:
@@ -18,6 +18,28 @@ def add_compare(sub) -> None:
     from tfl import config as config_lib
 
     _study_parser(sub, "compare", config_lib)
+
+
+def add_rank(sub) -> None:
+    from tfl import config as config_lib
+
+    parser = sub.add_parser(
+        "rank",
+        help="rank pretrained bases (cuts, sizes, poolings) on your data before training",
+        description=(
+            "Rank candidate bases on the train and validation splits before training: each "
+            "candidate's frozen features are extracted once (through the bottleneck cache a "
+            "later tfl train reuses) and scored with a cross-validated linear probe, LogME and "
+            "LEEP (bases with their ImageNet classifier). Candidates: --model.base auto (the "
+            "bases with offline weights) or names, times --rank.cuts, --rank.image-sizes, "
+            "--rank.poolings, --rank.weights. Writes rank.md, rank.json, rank.png and "
+            "winner.yaml (tfl train --config winner.yaml trains the winner) into --output "
+            "(default runs/<name>-rank-<time>)."
+        ),
+    )
+    parser.set_defaults(handler=rank)
+    config_lib.add_arguments(parser)
+    add_debug(parser)
 
 
 _STUDIES = {
@@ -131,15 +153,37 @@ def compare(args: argparse.Namespace) -> int:
         verbose=2 if args.verbose else 0,
         progress=_progress,
     )
-    table = format_comparison(result).split("\nRule: ")[0]  # the rule is in compare.md
+    table = format_comparison(result).split("\nEffect: ")[0]  # effect and rule: compare.md
     print(table)
     print(
         f"{result['verdict'].capitalize()}: {result['method'].replace('_', '-')} vs scratch, "
-        f"{result['mean_difference']:+.4f} ± {result['std_difference']:.4f} {result['metric']} "
-        "over folds."
+        f"{result['difference']:+.4f} accuracy ({result['confidence']:.0%} CI "
+        f"{result['low']:+.4f} to {result['high']:+.4f}), McNemar p = {result['p_value']:.2g} "
+        f"on {result['n']} held-out examples."
     )
     print(
         f"Wrote {os.path.join(result['run_dir'], studies.COMPARE_FILE)} and "
         f"{studies.COMPARE_REPORT}"
     )
     return EXIT_OK
+
+
+def rank(args: argparse.Namespace) -> int:
+    from tfl import config as config_lib
+    from tfl import studies
+    from tfl.studies import rank as rank_lib
+    from tfl.studies import rank_report
+
+    config = config_lib.from_args(args)  # every candidate is checked here, before any work
+    studies.check_supported(config, "rank")  # fusion recipes: refused by rank_candidates
+    if args.print_config:
+        print(config_lib.to_yaml(config), end="")
+        return EXIT_OK
+    count = len(rank_lib.candidates(config))
+    print(f"Ranking {count} candidate(s) for {config.name} (train + validation; test unused)...")
+    result = rank_report.rank_config(config, progress=_progress)
+    print(rank_report.format_ranking(result))
+    if result["command"]:
+        print(f"Train the winner: {result['command']}")
+    print(f"Wrote {os.path.join(result['run_dir'], rank_report.RANK_REPORT)}, rank.json, rank.png")
+    return EXIT_OK if result["winner"] is not None else EXIT_FAILURE

@@ -12,7 +12,13 @@ from typing import Any
 
 import keras_hub
 
-from tfl.backbones import check_input_size, get_spec, list_backbones
+from tfl.backbones import (
+    OFFLINE_IMAGE_BASES,
+    check_input_size,
+    get_family,
+    get_spec,
+    list_backbones,
+)
 from tfl.backbones.text import MINILM
 from tfl.config.base_checks import check_image_size_limit
 from tfl.config.files import normalise_key
@@ -38,10 +44,14 @@ from tfl.heads import HEADS
 from tfl.models import FUSIONS, TEXT_POOLINGS, check_fusion
 from tfl.tasks import DERIVED_LABELS, parse_label_column
 
+AUTO = "auto"  # model.base: rank the bases whose weights install offline, train the winner
+WHOLE = "whole"  # model.cut / rank.cuts: the whole base, not cut
+
 
 def check_model(model: ModelConfig, kind: RecipeKind, data: DataConfig) -> ModelConfig:
     """The `model:` section for a recipe of `kind`, given the checked `data` section."""
     base, bases = _check_bases(model.base, kind)
+    cut = _check_cut(model.cut, bases, kind)
     weights = _check_weights_of(model.weights, bases, kind)
     head = check_choice("model.head", model.head, kind.heads or sorted(HEADS))
     pooling = check_choice(
@@ -51,10 +61,10 @@ def check_model(model: ModelConfig, kind: RecipeKind, data: DataConfig) -> Model
     tasks = _check_tasks(model.tasks, kind, data)
     if not kind.is_text and data.image_size is not None:
         for b in bases:
-            _check_image_size(b, data.image_size)
+            check_image_size(b, data.image_size)
             check_image_size_limit(b, data.image_size, data.batch_size)
     return ModelConfig(
-        base=base, weights=weights, head=head, pooling=pooling, fusion=fusion, tasks=tasks
+        base=base, weights=weights, head=head, pooling=pooling, fusion=fusion, tasks=tasks, cut=cut
     )
 
 
@@ -72,28 +82,85 @@ def _check_bases(base: Any, kind: RecipeKind) -> tuple[Any, tuple[str, ...]]:
             _check_image_base(f"model.base[{i}]", b, kind.name) for i, b in enumerate(base)
         )
         return bases, bases
-    if isinstance(base, tuple):
-        raise ConfigError(
-            "model.base",
-            f"received {len(base)} bases {show(base)}, but {kind.name} takes one",
-            "Give one base, or use recipe: feature_fusion to fuse two.",
-        )
     check = _check_text_base if kind.is_text else _check_image_base
+    if base == AUTO or isinstance(base, tuple):
+        return _check_candidates(base, kind, check)
     base = check("model.base", base, kind.name)
     return base, (base,)
 
 
+def candidate_bases(model: ModelConfig, kind: RecipeKind) -> tuple[str, ...]:
+    """The base names `model.base` names (checked): `auto` is the offline pretrained bases.
+
+    Example:
+    >>> from tfl.config import RECIPE_KINDS, ModelConfig
+    >>> candidate_bases(ModelConfig(base="auto"), RECIPE_KINDS["image_classification"])
+    ('mobilenet_v2_torchvision', 'efficientnet_lite0')
+    """
+    if model.base == AUTO:
+        return (MINILM,) if kind.is_text else OFFLINE_IMAGE_BASES
+    return tuple(model.base) if isinstance(model.base, tuple) else (model.base,)
+
+
+def _check_candidates(base: Any, kind: RecipeKind, check) -> tuple[Any, tuple[str, ...]]:
+    """`model.base: auto` or a list of names for a one-base recipe: candidates to rank."""
+    if not kind.studies:
+        raise ConfigError(
+            "model.base",
+            f"received {show(base)}, but {kind.name} cannot rank candidates (several heads)",
+            "Give one base, or rank with tfl rank --recipe image_classification first.",
+        )
+    if base == AUTO:
+        return AUTO, ()
+    bases = tuple(check(f"model.base[{i}]", b, kind.name) for i, b in enumerate(base))
+    if len(set(bases)) != len(bases):
+        raise ConfigError(
+            "model.base", f"received {show(base)}, with a repeated name", "List each once."
+        )
+    if len(bases) == 1:
+        return bases[0], bases
+    return bases, bases
+
+
+def _check_cut(cut: Any, bases: tuple[str, ...], kind: RecipeKind) -> str | None:
+    if cut is None or cut == WHOLE:
+        return None
+    cut = check_string("model.cut", cut)
+    if kind.is_text or kind.bases > 1:
+        raise ConfigError(
+            "model.cut",
+            f"received {cut!r}, but {kind.name} cannot cut its base (one image base only)",
+            "Remove model.cut.",
+        )
+    for b in bases:
+        check_group("model.cut", cut, b)
+    return cut
+
+
+def check_group(key: str, group: Any, base: str) -> None:
+    """Raise a `ConfigError` unless `group` is a block group of the image base `base`."""
+    names = get_family(base).group_names
+    if group not in names:
+        raise ConfigError(
+            key,
+            f"{group!r} is not a block group of {base} (its groups: {', '.join(names)})",
+            did_you_mean(str(group), names) or f"Use one of them, or {WHOLE} for the whole base.",
+        )
+
+
 def _check_weights_of(weights: Any, bases: tuple[str, ...], kind: RecipeKind):
     if not isinstance(weights, tuple):
-        return _check_weights("model.weights", weights, kind.is_text)
+        return check_weights("model.weights", weights, kind.is_text)
     if kind.bases == 1 or len(weights) != len(bases):
+        if kind.bases == 1 and len(weights) == 1:
+            return check_weights("model.weights", weights[0], kind.is_text)
         raise ConfigError(
             "model.weights",
             f"received {len(weights)} values {show(weights)} for {len(bases)} base(s)",
             "Give one value for all bases, or (feature_fusion) one per base.",
         )
     return tuple(
-        _check_weights(f"model.weights[{i}]", w, kind.is_text) for i, w in enumerate(weights)
+        check_weights(f"model.weights[{i}]", w, kind.is_text) for i, w in enumerate(weights)
     )
 
 
@@ -119,7 +186,7 @@ def _first_sentence(error: Exception) -> str:
     return str(error).split(". ", 1)[0]
 
 
-def _check_image_size(base: str, size: int) -> None:
+def check_image_size(base: str, size: int) -> None:
     try:  # the backbone's own check (ImageBackbone runs it too)
         check_input_size(base, size)
     except ValueError as error:
@@ -252,7 +319,7 @@ def _check_text_base(key: str, base: Any, recipe: str) -> str:
     )
 
 
-def _check_weights(key: str, weights: Any, text: bool) -> str:
+def check_weights(key: str, weights: Any, text: bool) -> str:
     if weights is None:
         return "none"
     weights = check_string(key, weights)

@@ -20,7 +20,9 @@ from tfl.data.images import AUGMENTATIONS
 SOURCES = ("tfds", "folder", "csv", "jsonl")
 IMAGE_SOURCES = ("tfds", "folder")
 TEXT_SOURCES = ("tfds", "csv", "jsonl")
-TRAIN_SCHEDULES = ("two_phase", "feature_extraction", "gradual_unfreezing", "partial")
+TRAIN_SCHEDULES = ("two_phase", "feature_extraction", "gradual_unfreezing", "partial", "auto")
+# What ranks the candidates of `tfl rank` / `model.base: auto` (tfl.studies.rank).
+RANK_SCORES = ("logme", "probe", "leep")
 # feature_extraction trains a classical classifier on frozen features: "logistic" is the
 # linear softmax head (multinomial logistic regression), "svm" the squared-hinge head.
 FEATURE_EXTRACTION_HEADS = ("svm", "logistic")
@@ -200,7 +202,8 @@ class ModelConfig:
 
     base: str | tuple[str, ...] = _leaf(
         "mobilenet_v2_torchvision",
-        "a tfl.list_backbones() name or a text preset; feature_fusion: two, comma-separated",
+        "a tfl.list_backbones() name or a text preset; feature_fusion: two, comma-separated; "
+        "auto or several names: rank them first (tfl rank) and train the winner",
         text=True,
         listy=True,
     )
@@ -212,6 +215,9 @@ class ModelConfig:
         "classification | mlp | svm | multilabel | regression (feature_extraction: svm | logistic)",
     )
     pooling: str = _leaf("avg", "image bases: avg | max; text bases: mean | pooled")
+    cut: str | None = _leaf(
+        None, "image bases: cut the base after this block group, e.g. stage3 (null = whole)"
+    )
     fusion: str = _leaf("concat", "feature_fusion: concat | add | multiply | projection")
     tasks: dict[str, dict[str, str]] = _leaf(
         {}, "multitask: '{name: {head: classification, label_column: label}}'"
@@ -235,7 +241,9 @@ class TrainConfig:
     """
 
     schedule: str = _leaf(
-        "two_phase", "two_phase | feature_extraction | gradual_unfreezing | partial"
+        "two_phase",
+        "two_phase | feature_extraction | gradual_unfreezing | partial | auto (from the "
+        "ranking's probe accuracy and the data size)",
     )
     head_epochs: int = _leaf(10, "epochs on the frozen base (the new head only)")
     finetune_epochs: int = _leaf(5, "epochs with the base (partly) trainable")
@@ -302,6 +310,38 @@ class RuntimeConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class RankConfig:
+    """The `rank:` section: what `tfl rank` (and `model.base: auto`) compares, and how.
+
+    The candidates are every combination of `model.base` (a name, a list, or auto: the bases
+    whose pretrained weights install offline) with these lists; an empty list means the
+    value configured elsewhere (`model.cut`, `data.image_size`, `model.pooling`,
+    `model.weights`).
+
+    Example:
+    >>> from tfl.config import RankConfig
+    >>> RankConfig().score, RankConfig().folds
+    ('logme', 5)
+    """
+
+    cuts: tuple[str, ...] = _leaf(
+        (),
+        "image bases: block groups to cut after, e.g. stage3,top (whole = full base)",
+        listy=True,
+    )
+    image_sizes: tuple[int, ...] = _leaf((), "image sides to compare, e.g. 64,96", listy=True)
+    poolings: tuple[str, ...] = _leaf((), "poolings to compare, e.g. mean,pooled", listy=True)
+    weights: tuple[str, ...] = _leaf(
+        (), "weights to compare, e.g. imagenet,none (a random twin as a check)", listy=True
+    )
+    score: str = _leaf("logme", f"what picks the winner: {' | '.join(RANK_SCORES)}")
+    folds: int = _leaf(5, "folds of the cross-validated linear probe")
+    max_examples: int | None = _leaf(
+        2000, "score at most this many train + validation examples (null = all)"
+    )
+
+
+@dataclasses.dataclass(frozen=True)
 class RunConfig:
     """One `tfl train` run: the recipe, run name and directory, seed and the four sections.
 
@@ -326,6 +366,7 @@ class RunConfig:
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
     evaluate: EvaluateConfig = dataclasses.field(default_factory=EvaluateConfig)
     runtime: RuntimeConfig = dataclasses.field(default_factory=RuntimeConfig)
+    rank: RankConfig = dataclasses.field(default_factory=RankConfig)
 
 
 SECTIONS: dict[str, type] = {
@@ -334,6 +375,7 @@ SECTIONS: dict[str, type] = {
     "train": TrainConfig,
     "evaluate": EvaluateConfig,
     "runtime": RuntimeConfig,
+    "rank": RankConfig,
 }
 
 

@@ -14,11 +14,20 @@ from collections.abc import Mapping
 from tfl.config.base_checks import check_unfreeze_groups
 from tfl.config.file_checks import check_encoding_settings, check_text_files
 from tfl.config.files import default_name
-from tfl.config.model_checks import check_model
+from tfl.config.model_checks import (
+    WHOLE,
+    candidate_bases,
+    check_group,
+    check_image_size,
+    check_model,
+    check_weights,
+)
 from tfl.config.schema import (
     CACHE_MODES,
+    IMAGE_POOLINGS,
     OPTIMIZERS,
     PRECISIONS,
+    RANK_SCORES,
     RECIPE_KINDS,
     RECIPES,
     SOURCES,
@@ -28,6 +37,7 @@ from tfl.config.schema import (
     DataConfig,
     EvaluateConfig,
     ModelConfig,
+    RankConfig,
     RecipeKind,
     RunConfig,
     RuntimeConfig,
@@ -82,6 +92,7 @@ def validate(config: RunConfig) -> RunConfig:
     model = check_model(config.model, kind, data)
     train = check_train(config.train, kind, data, model)
     top_k = check_int("evaluate.top_k", config.evaluate.top_k, 1, 5)
+    rank = check_rank(config.rank, kind, data, model)
     checked = RunConfig(
         recipe=kind.name,
         name=name,
@@ -92,6 +103,7 @@ def validate(config: RunConfig) -> RunConfig:
         train=train,
         evaluate=EvaluateConfig(top_k=top_k),
         runtime=check_runtime(config.runtime, config.output),
+        rank=rank,
     )
     return dataclasses.replace(checked, name=name or default_name(checked))
 
@@ -308,8 +320,8 @@ def check_train(
     """The `train:` section, given the checked `data` and `model` sections."""
     schedule, head_epochs, finetune_epochs = _check_schedule(train, kind)
     unfreeze = _check_unfreeze(train.unfreeze, schedule)
-    bases = model.base if isinstance(model.base, tuple) else (model.base,)
-    check_unfreeze_groups(unfreeze, schedule, kind, bases)  # the base's own block groups
+    # The base's own block groups (each candidate's, when the base is ranked first).
+    check_unfreeze_groups(unfreeze, schedule, kind, candidate_bases(model, kind))
     head_lr = check_number(
         "train.head_learning_rate", train.head_learning_rate, 0.001, 0.0, low_open=True
     )
@@ -448,3 +460,61 @@ def _check_cache(cache, data: DataConfig):
             "augmentation off.",
         )
     return cache
+
+
+# === rank ===
+
+
+def _listed(key: str, value) -> tuple:
+    if value is None:
+        return ()
+    if isinstance(value, str | int) and not isinstance(value, bool):
+        return (value,)
+    if not isinstance(value, tuple):
+        raise ConfigError(key, f"{received(value)}; expected a list", f"Use e.g. {key}: [a, b].")
+    return value
+
+
+def check_rank(rank: RankConfig, kind: RecipeKind, data: DataConfig, model: ModelConfig):
+    """The `rank:` section, given the checked `data` and `model` sections: every candidate
+    it makes is checked here (block groups of each base, sizes each base accepts)."""
+    from tfl.models import TEXT_POOLINGS
+
+    bases = candidate_bases(model, kind)
+    cuts = _listed("rank.cuts", rank.cuts)
+    sizes = _listed("rank.image_sizes", rank.image_sizes)
+    if kind.is_text and (cuts or sizes):
+        key = "rank.cuts" if cuts else "rank.image_sizes"
+        raise ConfigError(key, f"{kind.name} has no images to cut or resize", f"Remove {key}.")
+    for i, cut in enumerate(cuts):
+        if cut != WHOLE:
+            for base in bases:
+                check_group(f"rank.cuts[{i}]", cut, base)
+    sizes = tuple(check_int(f"rank.image_sizes[{i}]", s, 1, 96) for i, s in enumerate(sizes))
+    for size in sizes:
+        for base in bases:
+            check_image_size(base, size)
+    poolings = tuple(
+        check_choice(f"rank.poolings[{i}]", p, TEXT_POOLINGS if kind.is_text else IMAGE_POOLINGS)
+        for i, p in enumerate(_listed("rank.poolings", rank.poolings))
+    )
+    weights = tuple(
+        check_weights(f"rank.weights[{i}]", w, kind.is_text)
+        for i, w in enumerate(_listed("rank.weights", rank.weights))
+    )
+    score = check_choice("rank.score", rank.score, RANK_SCORES)
+    if score == "leep" and kind.is_text:
+        raise ConfigError(
+            "rank.score",
+            "leep needs a base that keeps its source classifier; text bases have none",
+            "Use rank.score: probe or logme.",
+        )
+    return RankConfig(
+        cuts=cuts,
+        image_sizes=sizes,
+        poolings=poolings,
+        weights=weights,
+        score=score,
+        folds=check_int("rank.folds", rank.folds, 2, 5),
+        max_examples=check_int("rank.max_examples", rank.max_examples, 10, 2000, none_ok=True),
+    )

@@ -11,7 +11,8 @@
   confusion-matrix PNG and a deterministic `report.md`.
 
 Modules: `metrics` (the numbers and predicting them), `history` (reading a run's history and
-phases), `plots` and `report` (`evaluation.json`, `report.md`). Cross-validation and the
+phases), `plots` and `report` (`evaluation.json`, `report.md`), `significance` (paired tests
+of two models on the same examples: McNemar's exact test, a bootstrap interval). Cross-validation and the
 negative-transfer check are studies: `tfl.studies` (the old names here still work and warn).
 """
 

@@ -82,12 +82,26 @@ def check_supported(config: config_lib.RunConfig, command: str = "cv") -> None:
             f"Use tfl {command} --recipe image_classification to study the shared base on the "
             "main label, or tfl train for the multitask model.",
         )
+    if command != "rank" and _ranks_first(config):
+        raise config_lib.ConfigError(
+            "model.base" if config.train.schedule != "auto" else "train.schedule",
+            f"tfl {command} studies one configured model; this configuration asks to rank "
+            "candidates first (model.base auto or a list, rank: lists, or train.schedule auto)",
+            f"Run tfl rank first, then tfl {command} --config <rank dir>/winner.yaml.",
+        )
     if config.model.head not in SINGLE_LABEL_HEADS:
         raise config_lib.ConfigError(
             "model.head",
             f"tfl {command} scores single-label classification, not a {config.model.head!r} head",
             f"Use model.head: one of {', '.join(SINGLE_LABEL_HEADS)}.",
         )
+
+
+def _ranks_first(config: config_lib.RunConfig) -> bool:
+    from tfl.studies.rank import needs_ranking
+
+    kind = config_lib.RECIPE_KINDS[config.recipe]
+    return kind.bases == 1 and needs_ranking(config_lib.validate(config))
 
 
 def study_dir(config: config_lib.RunConfig, command: str = "cv") -> str:

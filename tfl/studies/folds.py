@@ -73,6 +73,25 @@ def spread(values: Sequence[float]) -> dict:
     return {"mean": float(np.mean(values)), "std": std, "values": values}
 
 
+def _check_arguments(build_model, x, y) -> tuple[np.ndarray, int]:
+    """`y` as an array and the number of examples, or a `ValueError` naming what is wrong."""
+    y = np.asarray(y)
+    if y.ndim != 1 or (y.size and not np.issubdtype(y.dtype, np.integer)):
+        raise ValueError(
+            f"Received y with shape {y.shape} and dtype {y.dtype}; expected integer class labels "
+            "(N,)."
+        )
+    n = num_rows(x)
+    if n != len(y):
+        raise ValueError(f"Received {n} inputs and {len(y)} labels; expected one label each.")
+    if not callable(build_model):
+        raise ValueError(
+            f"Received build_model={build_model!r}; expected a function that returns a fresh "
+            "model (with freshly loaded pretrained weights) on each call."
+        )
+    return y, n
+
+
 def cross_validate(
     build_model: Callable[[], keras.Model],
     x,
@@ -112,24 +131,13 @@ def cross_validate(
     Returns:
         A dict: `folds` (the number), `seed`, `fold_sizes`, `fold_metrics` (one
         `classification_metrics` dict per fold), and `accuracy` and `macro_f1`, each with
-        `mean`, `std` (sample standard deviation over folds, ddof=1) and `values`.
+        `mean`, `std` (sample standard deviation over folds, ddof=1) and `values`;
+        `held_out` (each fold's example indices) and `predictions` (the predicted class of
+        each of them), for paired tests between methods run on the same folds.
     """
     from tfl.fitting import fit_phases
 
-    y = np.asarray(y)
-    if y.ndim != 1 or (y.size and not np.issubdtype(y.dtype, np.integer)):
-        raise ValueError(
-            f"Received y with shape {y.shape} and dtype {y.dtype}; expected integer class labels "
-            "(N,)."
-        )
-    n = num_rows(x)
-    if n != len(y):
-        raise ValueError(f"Received {n} inputs and {len(y)} labels; expected one label each.")
-    if not callable(build_model):
-        raise ValueError(
-            f"Received build_model={build_model!r}; expected a function that returns a fresh "
-            "model (with freshly loaded pretrained weights) on each call."
-        )
+    y, n = _check_arguments(build_model, x, y)
     fit_kwargs = dict(fit_kwargs or {})
     fit_kwargs.setdefault("verbose", 0)
     for key in ("validation_data", "batch_size", "x", "y"):
@@ -139,7 +147,7 @@ def cross_validate(
             )
     held_out = stratified_folds(y, folds, seed)
     num_classes = int(y.max()) + 1 if y.size else 0
-    fold_metrics, previous = [], None  # the previous fold's model
+    fold_metrics, predictions, previous = [], [], None  # previous: the previous fold's model
     for i, test_index in enumerate(held_out):
         train_index = np.setdiff1d(np.arange(n), test_index)
         keras.utils.set_random_seed(seed + i)
@@ -175,6 +183,7 @@ def cross_validate(
                 "expected one output per class."
             )
         fold_metrics.append(classification_metrics(y[test_index], probs, top_k=()))
+        predictions.append(probs.argmax(axis=1).tolist())
         previous = model
     return {
         "folds": folds,
@@ -183,4 +192,6 @@ def cross_validate(
         "fold_metrics": fold_metrics,
         "accuracy": spread([m["accuracy"] for m in fold_metrics]),
         "macro_f1": spread([m["macro_avg"]["f1"] for m in fold_metrics]),
+        "held_out": [t.tolist() for t in held_out],
+        "predictions": predictions,
     }

@@ -2,13 +2,14 @@
 
 - `compare_transfer(build_pretrained, build_scratch, x, y)`: the three methods on the same
   stratified folds with the same epoch budget (`tfl.studies.cross_validate` for each).
-- `transfer_verdict(scratch, probe, fine_tune)`: the verdict from the per-fold scores.
+- `transfer_verdict(y_true, scratch, probe, fine_tune)`: the verdict from paired per-example
+  predictions on the held-out folds (McNemar's exact test, a bootstrap interval).
 - `format_comparison(result)`: the Markdown table and the verdict.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 
 import keras
 import numpy as np
@@ -17,67 +18,117 @@ from tfl.evaluate.report import markdown_table
 from tfl.studies.folds import cross_validate
 
 METHODS = ("scratch", "probe", "fine_tune")
+ALPHA = 0.05
 VERDICT_RULE = (
-    "paired over folds: d = (better of probe and fine-tune, by mean) − scratch per fold; "
-    "'transfer helps' if mean(d) > 2·std(d), 'transfer hurts' if mean(d) < −2·std(d) "
-    "(std with ddof=1), else 'no difference within the fold spread'"
+    "paired over the held-out examples of all folds: the better transfer method (probe or "
+    "fine-tune, by pooled accuracy) vs scratch, McNemar's exact test on the examples exactly "
+    "one of them gets right; 'transfer helps' / 'transfer hurts' if p < 0.025 (0.05 halved "
+    "for having picked the better of two methods), else 'no significant difference'; the "
+    "effect is the accuracy difference with its 95% paired-bootstrap interval"
 )
 
 
-def transfer_verdict(
-    scratch: Sequence[float], probe: Sequence[float], fine_tune: Sequence[float]
-) -> dict:
-    """The negative-transfer verdict from per-fold scores of the three methods.
+def _pooled(name: str, values, n: int | None) -> np.ndarray:
+    array = np.asarray(values).reshape(-1)
+    if n is not None and len(array) != n:
+        raise ValueError(
+            f"Received {len(array)} {name} predictions for {n} labels; expected one predicted "
+            "class per held-out example, in the same order for every method."
+        )
+    return array
 
-    The better transfer method (probe or fine-tune, by mean score) is compared with training
-    from scratch fold by fold: with d_i = transfer_i − scratch_i, "transfer helps" if
-    mean(d) > 2·std(d), "transfer hurts" if mean(d) < −2·std(d) (sample std, ddof=1), and
-    "no difference within the fold spread" otherwise. Pairing by fold removes what the folds
-    share (a hard fold is hard for every method), so a consistent small gain counts while a
-    gain that flips sign between folds does not. With identical differences on every fold
-    (std 0), any non-zero mean decides. Picking the better of two methods first makes
-    "helps" slightly optimistic; read the per-method table too.
+
+def transfer_verdict(y_true, scratch, probe, fine_tune, alpha: float = ALPHA) -> dict:
+    """The negative-transfer verdict from paired per-example predictions.
+
+    Every method predicted the same held-out examples (the folds of `compare_transfer`,
+    pooled). The better transfer method by accuracy (probe or fine-tune) is compared with
+    scratch example by example with McNemar's exact test (`tfl.evaluate.significance`):
+    "transfer helps" if it is right significantly more often (p < alpha / 2: the level is
+    halved because the better of two methods was picked first), "transfer hurts" if
+    significantly less often, else "no significant difference". Pooling examples over folds
+    keeps the test's power at 2-3 folds, where a rule on per-fold means cannot conclude
+    anything (3 differences and their spread); the effect size is the accuracy difference
+    with its paired-bootstrap interval at level 1 - alpha.
 
     Args:
-        scratch, probe, fine_tune: one score per fold (higher is better), same fold order.
+        y_true: the true class of each held-out example `(N,)`.
+        scratch, probe, fine_tune: each method's predicted class of the same examples.
+        alpha: the significance level (0.05).
 
     Returns:
-        A dict: `verdict`, `method` (the transfer method compared), `mean_difference`,
-        `std_difference`, `differences`, `rule`.
+        A dict: `verdict`, `method` (the transfer method compared), `difference` (its
+        accuracy minus scratch's), `low` / `high` (the interval), `p_value`, `a_only` /
+        `b_only` (examples only the transfer method / only scratch got right), `n`, `tests`
+        (`tfl.evaluate.significance.compare_paired` of probe and of fine-tune vs scratch)
+        and `rule`.
 
     Example:
     >>> from tfl.studies import transfer_verdict
-    >>> transfer_verdict([0.5, 0.6, 0.55], [0.7, 0.8, 0.72], [0.8, 0.85, 0.8])["verdict"]
+    >>> y = np.zeros(100, int)
+    >>> wrong = lambda k: np.r_[np.ones(k, int), np.zeros(100 - k, int)]  # k mistakes
+    >>> transfer_verdict(y, wrong(40), wrong(20), wrong(5))["verdict"]
     'transfer helps'
-    >>> transfer_verdict([0.5, 0.6, 0.55], [0.6, 0.5, 0.55], [0.52, 0.58, 0.56])["verdict"]
-    'no difference within the fold spread'
+    >>> transfer_verdict(y, wrong(10), wrong(12), wrong(11))["verdict"]
+    'no significant difference'
     """
-    scores = {"scratch": scratch, "probe": probe, "fine_tune": fine_tune}
-    arrays = {k: np.asarray(v, dtype=float) for k, v in scores.items()}
-    lengths = {len(a) for a in arrays.values()}
-    if len(lengths) != 1 or lengths == {0} or any(a.ndim != 1 for a in arrays.values()):
-        raise ValueError(
-            f"Received fold scores of lengths {[len(a) for a in arrays.values()]}; expected the "
-            "same number (>= 1) of per-fold scores for scratch, probe and fine_tune."
-        )
-    method = "fine_tune" if arrays["fine_tune"].mean() >= arrays["probe"].mean() else "probe"
-    d = arrays[method] - arrays["scratch"]
-    mean = float(d.mean())
-    std = float(np.std(d, ddof=1)) if len(d) > 1 else 0.0
-    if mean > 2 * std and mean > 0:
+    from tfl.evaluate.significance import compare_paired
+
+    y = _pooled("true", y_true, None)
+    if not len(y):
+        raise ValueError("Received no held-out examples; expected predictions of >= 1 example.")
+    preds = {
+        m: _pooled(m, v, len(y)) for m, v in zip(METHODS, (scratch, probe, fine_tune), strict=True)
+    }
+    tests = {m: compare_paired(y, preds[m], preds["scratch"], alpha) for m in METHODS[1:]}
+    method = (
+        "fine_tune"
+        if tests["fine_tune"]["accuracy_a"] >= tests["probe"]["accuracy_a"]
+        else ("probe")
+    )
+    test = tests[method]
+    significant = test["p_value"] < alpha / 2
+    if significant and test["difference"] > 0:
         verdict = "transfer helps"
-    elif mean < -2 * std and mean < 0:
+    elif significant and test["difference"] < 0:
         verdict = "transfer hurts"
     else:
-        verdict = "no difference within the fold spread"
+        verdict = "no significant difference"
     return {
         "verdict": verdict,
         "method": method,
-        "mean_difference": mean,
-        "std_difference": std,
-        "differences": [float(v) for v in d],
+        "difference": test["difference"],
+        "low": test["low"],
+        "high": test["high"],
+        "confidence": test["confidence"],
+        "p_value": test["p_value"],
+        "a_only": test["a_only"],
+        "b_only": test["b_only"],
+        "n": int(len(y)),
+        "tests": tests,
         "rule": VERDICT_RULE,
     }
+
+
+def pooled_predictions(results: Mapping, y) -> tuple[np.ndarray, dict]:
+    """The held-out labels and each method's predictions, pooled over the folds.
+
+    Args:
+        results: method -> its `cross_validate` result (all on the same folds).
+        y: the labels `cross_validate` was given.
+    """
+    y = np.asarray(y)
+    order = None
+    preds = {}
+    for method, cv in results.items():
+        index = np.concatenate([np.asarray(i, dtype=np.int64) for i in cv["held_out"]])
+        if order is not None and not np.array_equal(index, order):
+            raise ValueError(
+                f"Received {method} results on other folds; a paired test needs the same folds."
+            )
+        order = index
+        preds[method] = np.concatenate([np.asarray(p, dtype=np.int64) for p in cv["predictions"]])
+    return y[order], preds
 
 
 def compare_transfer(
@@ -107,7 +158,8 @@ def compare_transfer(
       (the head first, then the whole base at a lower rate).
 
     Both builders must return a fresh model on every call (see `cross_validate`). The verdict
-    compares the better transfer method with scratch fold by fold (`transfer_verdict`).
+    compares the better transfer method with scratch on every held-out example, pooled over
+    the folds (`transfer_verdict`).
 
     Args:
         build_pretrained: returns a fresh task on freshly loaded pretrained weights.
@@ -120,15 +172,16 @@ def compare_transfer(
         epochs: the epoch budget of every method.
         seed: the seed of the folds and of each fold's training.
         batch_size: the batch size.
-        metric: the score the verdict uses: "accuracy" or "macro_f1".
+        metric: the per-fold score the table shows: "accuracy" or "macro_f1" (the verdict
+            is on per-example correctness, i.e. accuracy).
         scratch_learning_rate: the learning rate of the scratch run.
         fit_kwargs: more `tfl.fit_phases` arguments for every run.
 
     Returns:
         A dict: `methods` (method → the `cross_validate` result), `metric`, `folds`,
         `epochs`, `seed`, and the `transfer_verdict` keys (`verdict`, `method`,
-        `mean_difference`, `std_difference`, `differences`, `rule`). `format_comparison`
-        turns it into Markdown.
+        `difference` with `low` / `high`, `p_value`, `n`, `tests`, `rule`).
+        `format_comparison` turns it into Markdown.
     """
     from tfl.phases import Phase, feature_extraction, two_phase
 
@@ -165,7 +218,8 @@ def compare_transfer(
             batch_size=batch_size,
             fit_kwargs=fit_kwargs,
         )
-    verdict = transfer_verdict(*(results[m][metric]["values"] for m in METHODS))
+    y_held_out, preds = pooled_predictions(results, y)
+    verdict = transfer_verdict(y_held_out, *(preds[m] for m in METHODS))
     return {
         "methods": results,
         "metric": metric,
@@ -220,6 +274,13 @@ def format_comparison(result: Mapping) -> str:
         f"Verdict ({label}, {result.get('folds')} folds, {result.get('epochs')} epochs per "
         f"method): **{result.get('verdict')}**."
     )
+    if "difference" in result and "p_value" in result:
+        lines.append(
+            f"Effect: {result['method'].replace('_', '-')} − scratch = "
+            f"{result['difference']:+.4f} accuracy ({result.get('confidence', 0.95):.0%} CI "
+            f"{result['low']:+.4f} to {result['high']:+.4f}), McNemar p = "
+            f"{result['p_value']:.2g} over {result['n']} held-out examples."
+        )
     if result.get("rule"):
         lines.append(f"Rule: {result['rule']}.")
     return "\n".join(lines)
