@@ -13,6 +13,7 @@ from collections.abc import Mapping
 
 from tfl.config.files import default_name
 from tfl.config.model_checks import check_model
+from tfl.config.robustness_checks import check_evaluate, check_train_extras
 from tfl.config.schema import (
     CACHE_MODES,
     OPTIMIZERS,
@@ -24,7 +25,6 @@ from tfl.config.schema import (
     TRAIN_SCHEDULES,
     ConfigError,
     DataConfig,
-    EvaluateConfig,
     ModelConfig,
     RecipeKind,
     RunConfig,
@@ -79,7 +79,6 @@ def validate(config: RunConfig) -> RunConfig:
     data = check_data(config.data, kind)
     model = check_model(config.model, kind, data)
     train = check_train(config.train, kind, data, model)
-    top_k = check_int("evaluate.top_k", config.evaluate.top_k, 1, 5)
     checked = RunConfig(
         recipe=kind.name,
         name=name,
@@ -88,7 +87,7 @@ def validate(config: RunConfig) -> RunConfig:
         data=data,
         model=model,
         train=train,
-        evaluate=EvaluateConfig(top_k=top_k),
+        evaluate=check_evaluate(config.evaluate, kind),
         runtime=check_runtime(config.runtime, config.output),
     )
     return dataclasses.replace(checked, name=name or default_name(checked))
@@ -341,6 +340,7 @@ def check_train(
         cache=cache,
         early_stopping_patience=patience,
         lr_find=check_bool("train.lr_find", train.lr_find),
+        **check_train_extras(train, schedule, head_epochs, finetune_epochs, model),
     )
 
 
