@@ -82,6 +82,11 @@ def freeze(model: keras.Model) -> keras.Model:
     """
     for base in bases_of(model):
         base.trainable = False
+        if any(getattr(lay, "lora_enabled", False) for lay in base._flatten_layers()):
+            # Keras skips setting `trainable` to the value a layer already has, so after
+            # keras-hub's enable_lora it never reaches the adapters: freeze each weight.
+            for weight in base.weights:
+                weight.trainable = False
     return model
 
 

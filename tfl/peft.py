@@ -44,6 +44,9 @@ import numpy as np
 from tfl.freezing import bases_of
 
 METHODS = ("lora",)
+# The fine-tuning rate "auto" gives a base with adapters: 10x the full fine-tuning rate of
+# text bases, in the range Hu et al. (2021) used for RoBERTa-base (4e-4 to 5e-4).
+LORA_LEARNING_RATE = 5e-4
 ADAPTER_NAMES = ("lora_kernel_a", "lora_kernel_b")
 
 
@@ -190,6 +193,7 @@ def merged_max_difference(model: keras.Model, reloaded: keras.Model, x) -> float
 
 __all__ = [
     "ADAPTER_NAMES",
+    "LORA_LEARNING_RATE",
     "METHODS",
     "ReviveAdapters",
     "adapter_counts",

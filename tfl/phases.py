@@ -32,7 +32,8 @@ class Phase:
             `n` (the top `n` blocks, see `tfl.unfreeze`) or group names / regexes such as
             `["stage4", "top"]`.
         learning_rate: the peak learning rate, or `"auto"`: 1e-3 while the base is frozen,
-            1e-4 (image) / 5e-5 (text) when part of it trains. A
+            1e-4 (image) / 5e-5 (text) when part of it trains (5e-4 through LoRA adapters,
+            `tfl.peft`). A
             `keras.optimizers.schedules.LearningRateSchedule` is used as given.
         optimizer: an optimizer name (`"adam"`, `"adamw"`, `"sgd"`, ...), an unbuilt
             `keras.optimizers.Optimizer`, or a callable `learning_rate -> optimizer`. An

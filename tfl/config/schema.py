@@ -237,7 +237,7 @@ class TrainConfig:
     )
     head_learning_rate: float = _leaf(1e-3, "learning rate of the head phase")
     finetune_learning_rate: float | str = _leaf(
-        "auto", "peak rate of fine-tuning (auto: 1e-4 image, 5e-5 text)"
+        "auto", "peak rate of fine-tuning (auto: 1e-4 image, 5e-5 text, 5e-4 LoRA)"
     )
     optimizer: str = _leaf("adam", f"optimizer name: {' | '.join(OPTIMIZERS)}")
     weight_decay: float | None = _leaf(None, "decoupled weight decay (biases/norms excluded)")

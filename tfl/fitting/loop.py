@@ -26,6 +26,7 @@ from tfl.fitting.compiling import apply_trainable, compile_phase, make_optimizer
 from tfl.fitting.history import PhaseHistory, PhaseLogs, PhaseTimer
 from tfl.fitting.resume import ResumeState
 from tfl.freezing import bases_of
+from tfl.peft import ReviveAdapters, has_lora
 from tfl.phases import Phase, two_phase
 from tfl.wise import blend, check_alpha, interpolate, snapshot
 
@@ -291,6 +292,8 @@ def _fit_phase(run: _PhaseRun, state: ResumeState, index: int, phase: Phase, sta
     run.timer = PhaseTimer()
     callbacks = [PhaseLogs(index, run.history), run.timer]
     callbacks += _with_ema_swap(state.phase_callbacks(run.callbacks, index, scheduled), phase)
+    if has_lora(model):  # after a restore: adapters loaded as zeros train again
+        callbacks.append(ReviveAdapters())
     model._initial_epoch = None  # Keras never resets what BackupAndRestore set
     if run.feature_cache is not None and phase.trainable is None:
         return _fit_cached(run, phase, start, callbacks)
