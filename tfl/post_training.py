@@ -7,9 +7,9 @@ After `fit_phases` (with `train.wise` the weights are already the WiSE-FT blend,
    validation split (`tfl.calibration`); the saved model carries it.
 2. `evaluated_model(run)` (`evaluate.tta`): the model the test split is scored with, with
    test-time augmentation (`tfl.tta.with_tta`) for image runs.
-3. `uncalibrated(run, ...)`: the same split scored at temperature 1, for the before/after
-   table and the two reliability diagrams (`reliability_uncalibrated.png`,
-   `reliability_calibrated.png`).
+3. `evaluate(run, split)`: the evaluation split scored with that model, and at
+   temperature 1 for the before/after table and the two reliability diagrams
+   (`reliability_uncalibrated.png`, `reliability_calibrated.png`).
 4. `prepare_to_save(run)`: a LoRA run's model is saved merged (Keras writes W + A·B): its
    base is frozen and its optimizer renewed, so the file reloads without the adapters'
    optimizer state; `merge_check` compares the reloaded file with the model in memory.
@@ -56,20 +56,58 @@ def evaluated_model(run, model=None):
     return with_tta(model, run.config.evaluate.tta) if run.config.evaluate.tta else model
 
 
-def uncalibrated(run, evaluate, calibrated: dict) -> dict:
-    """The evaluation split scored at temperature 1 (`evaluate(model)` gives its metrics),
-    beside the calibrated `run.metrics`: `{output: {"before": ..., "after": ...}}` with
-    `nll`, `ece`, `accuracy`; writes the two reliability diagrams of a one-head model."""
+def evaluate(run, split) -> tuple[dict, dict | None]:
+    """Score `split` with the run's model (calibrated, with TTA if asked).
+
+    Returns `(metrics, calibration_table)`: the metrics `evaluation.json` holds (as
+    `tfl.tasks.evaluate_task` gives them) and, when the run was calibrated, the split's NLL /
+    ECE / accuracy at temperature 1 and at the fitted one (`{output: {"before", "after"}}`),
+    with the two reliability diagrams of a one-head model. One pass over `split` for a
+    one-head model without TTA (the uncalibrated probabilities are the calibrated ones
+    rescaled, `tfl.calibration.rescale`); otherwise a second pass at temperature 1.
+    """
+    from tfl.tasks import evaluate_task
+
+    labels, top_k = run.data.labels, run.config.evaluate.top_k
+    calibrated = run.calibration or {}
+    if list(calibrated) == [None] and not run.config.evaluate.tta:
+        return _one_pass(run, split, calibrated[None]["temperature"])
+    metrics = evaluate_task(run.task, evaluated_model(run), split, labels, top_k)
+    if not calibrated:
+        return metrics, None
+    return metrics, _second_pass(run, split, calibrated, metrics)
+
+
+def _one_pass(run, split, temperature: float) -> tuple[dict, dict]:
+    from tfl.calibration import predict_with_labels, rescale
+    from tfl.evaluate import classification_metrics
+
+    labels, top_k = run.data.labels, (run.config.evaluate.top_k,)
+    probs, y = predict_with_labels(run.model, split)
+    after = classification_metrics(y, probs, labels, top_k)
+    after["outputs"] = "probabilities"
+    before = classification_metrics(y, rescale(probs, 1.0 / temperature), labels, top_k)
+    return after, _table(run, {None: None}, before, after)
+
+
+def _second_pass(run, split, calibrated: dict, after: dict) -> dict:
     from tfl import calibration
-    from tfl.evaluate import plot_reliability
+    from tfl.tasks import evaluate_task
 
     temperatures = {name: r["temperature"] for name, r in calibrated.items()}
     calibration.set_temperature(run.model, dict.fromkeys(temperatures, 1.0))
     try:
-        before = evaluate(evaluated_model(run))
+        before = evaluate_task(
+            run.task, evaluated_model(run), split, run.data.labels, run.config.evaluate.top_k
+        )
     finally:
         calibration.set_temperature(run.model, temperatures)
-    after = run.metrics
+    return _table(run, calibrated, before, after)
+
+
+def _table(run, calibrated: dict, before: dict, after: dict) -> dict:
+    """`{output: {"before": ..., "after": ...}}` and the reliability diagrams (one head)."""
+    from tfl.evaluate import plot_reliability
 
     def pick(metrics, name):
         m = metrics if name is None else metrics[name]
@@ -212,15 +250,24 @@ def append_section(run, lines: list[str]) -> None:
 
 
 def summary(run) -> dict:
-    """What `metrics.json` adds: the blend, the calibration and the TTA views."""
+    """What `metrics.json` adds: the WiSE-FT blend (`alpha`, the table), the calibration
+    (`temperature`, NLL / ECE / accuracy before and after on the validation and evaluated
+    splits; per output for a multi-task model) and the TTA transforms."""
+    calibration = None
+    if run.calibration:
+        calibration = {}
+        for name, fitted in run.calibration.items():
+            entry = {
+                "temperature": fitted["temperature"],
+                "validation": {"before": fitted["before"], "after": fitted["after"]},
+            }
+            if (run.calibration_test or {}).get(name):
+                entry[run.evaluated_on] = run.calibration_test[name]
+            calibration[name] = entry
+        calibration = calibration.get(None, calibration)  # one head: no level per output
     return {
         "wise": getattr(run.history, "wise", None),
-        "calibration": {
-            "validation": {str(k): v for k, v in (run.calibration or {}).items()},
-            run.evaluated_on: {str(k): v for k, v in (run.calibration_test or {}).items()},
-        }
-        if run.calibration
-        else None,
+        "calibration": calibration,
         "tta": list(run.config.evaluate.tta),
     }
 
@@ -234,6 +281,6 @@ __all__ = [
     "merge_check",
     "model_section",
     "prepare_to_save",
+    "evaluate",
     "summary",
-    "uncalibrated",
 ]

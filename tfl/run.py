@@ -118,15 +118,8 @@ class Run:
 
         self.calibration = post_training.calibrate(self)  # evaluate.calibrate
         test = self.data.test if self.data.test is not None else self.data.validation
-        if test is not None:
-            labels, top_k = self.data.labels, self.config.evaluate.top_k
-
-            def evaluate(model):
-                return evaluate_task(self.task, model, test, labels, top_k)
-
-            self.metrics = evaluate(post_training.evaluated_model(self))  # evaluate.tta
-            if self.calibration:
-                self.calibration_test = post_training.uncalibrated(self, evaluate, self.calibration)
+        if test is not None:  # with evaluate.tta; before / after calibration
+            self.metrics, self.calibration_test = post_training.evaluate(self, test)
         examples = post_training.prepare_to_save(self)  # a LoRA model is saved merged
         self.model.save(os.path.join(self.run_dir, "model.keras"))
         post_training.merge_check(self, examples)
