@@ -43,10 +43,10 @@ def test_calibration_lowers_validation_nll_keeps_the_argmax_and_survives_save_lo
     overconfident, tmp_path
 ):
     model, x, y = overconfident
-    before = model.predict(x, verbose=0)
+    before = np.asarray(model(x, training=False))
     data = tf.data.Dataset.from_tensor_slices((x, y)).batch(8)
     result = calibrate(model, data)[None]
-    after = model.predict(x, verbose=0)  # predict is traced again with the temperature
+    after = np.asarray(model(x, training=False))
 
     temperature = model.head.temperature
     assert temperature == result["temperature"] > 1  # overconfident: softened
@@ -54,14 +54,16 @@ def test_calibration_lowers_validation_nll_keeps_the_argmax_and_survives_save_lo
     assert result["after"]["nll"] == pytest.approx(negative_log_likelihood(after, y), rel=1e-4)
     np.testing.assert_array_equal(after.argmax(1), before.argmax(1))
     np.testing.assert_allclose(after, rescale(before, temperature), atol=1e-5)
+    # predict (a traced step) sees the temperature set after the model was first run.
+    np.testing.assert_allclose(model.predict(x, verbose=0), after, atol=1e-6)
 
     path = os.path.join(tmp_path, "calibrated.keras")
     model.save(path)
     restored = keras.saving.load_model(path, safe_mode=True)
     assert restored.head.temperature == temperature
-    np.testing.assert_allclose(restored.predict(x, verbose=0), after, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(restored(x, training=False)), after, atol=1e-6)
     set_temperature(model, 1.0)  # the fixture back as it was
-    np.testing.assert_allclose(model.predict(x, verbose=0), before, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(model(x, training=False)), before, atol=1e-6)
 
 
 def test_a_head_config_without_temperature_is_the_old_head():
@@ -79,30 +81,3 @@ def test_calibrate_leaves_score_heads_alone():
     model = tfl.ImageClassifier(tiny_image_base(), 2, head="svm")
     data = tf.data.Dataset.from_tensor_slices((images(4), np.arange(4) % 2)).batch(4)
     assert calibrate(model, data) == {}
-
-
-def test_saved_model_and_tflite_output_the_calibrated_probabilities(overconfident, tmp_path):
-    from ai_edge_litert.interpreter import Interpreter
-
-    from tfl.export import export_model
-
-    model, x, _ = overconfident
-    set_temperature(model, 3.0)
-    try:
-        expected = model.predict(x[:4], verbose=0)
-        out = str(tmp_path / "export")
-        export_model(model, out, formats=("saved_model", "tflite"), quantizations=("float32",),
-                     check=False)  # fmt: skip
-    finally:
-        set_temperature(model, 1.0)
-    uncalibrated = rescale(expected, 1 / 3.0)
-    assert np.abs(uncalibrated - expected).max() > 0.1  # the temperature is visible
-
-    serve = tf.saved_model.load(os.path.join(out, "saved_model"))
-    got = serve.signatures["serving_preprocessed"](images=tf.constant(x[:4]))["probabilities"]
-    np.testing.assert_allclose(got.numpy(), expected, atol=1e-5)
-
-    interpreter = Interpreter(model_path=os.path.join(out, "model_float32.tflite"))
-    runner = interpreter.get_signature_runner()
-    outputs = runner(images=x[:4])
-    np.testing.assert_allclose(outputs["probabilities"], expected, atol=1e-5)

@@ -1,20 +1,23 @@
 """LoRA (`tfl.peft`): only the adapters train, the pretrained kernels stay, saving merges."""
 
 import os
+import warnings
+from types import SimpleNamespace
 
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 from helpers import TEXT_LABELS, TEXTS, tiny_bert, tiny_bert_preprocessor, tiny_image_base
 
 import tfl
+from tfl import post_training
 from tfl.fitting import fit_phases
 from tfl.peft import (
     ADAPTER_NAMES,
     adapter_counts,
     enable_lora,
     has_lora,
-    merged_max_difference,
     revive_adapters,
 )
 from tfl.phases import two_phase
@@ -55,30 +58,6 @@ def test_lora_trains_only_the_adapters_and_the_head(tuned):
     assert finetune["trainable_params"] == head + counts["adapters"]
 
 
-def test_saving_merges_the_adapters_into_the_kernels(tuned):
-    model, _, _, tmp = tuned
-    path = os.path.join(tmp, "merged.keras")
-    model.save(path)
-    restored = keras.saving.load_model(path)
-    assert has_lora(model) and not has_lora(restored)  # plain layers, merged kernels
-    assert merged_max_difference(model, restored, TEXTS) < 1e-5
-
-
-def test_adapters_loaded_as_zeros_are_revived_without_changing_the_outputs(tmp_path):
-    keras.utils.set_random_seed(1)
-    model = enable_lora(tfl.ImageClassifier(tiny_image_base(), 2), rank=2)
-    x = np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 3)).astype("float32")
-    path = str(tmp_path / "w.weights.h5")
-    model.save_weights(path)
-    model.load_weights(path)  # Keras: merged kernel, adapters A = B = 0
-    a = [w for w in model.backbone.weights if _leaf(w) == "lora_kernel_a"]
-    assert not any(np.any(np.array(w)) for w in a)
-    expected = model.predict(x, verbose=0)
-    assert revive_adapters(model, seed=0) == len(a)
-    assert all(np.any(np.array(w)) for w in a)
-    np.testing.assert_allclose(model.predict(x, verbose=0), expected, atol=1e-6)
-
-
 def test_image_bases_get_adapters_on_their_convolutions_and_unfreeze_opens_only_those():
     model = enable_lora(tfl.ImageClassifier(tiny_image_base(), 2), rank=2)
     tfl.unfreeze(model, top_n=1)
@@ -92,3 +71,41 @@ def test_image_bases_get_adapters_on_their_convolutions_and_unfreeze_opens_only_
         enable_lora(model, 2)
     with pytest.raises(ValueError, match="rank=0; expected an integer >= 1"):
         enable_lora(tfl.ImageClassifier(tiny_image_base(), 2), 0)
+
+
+def test_a_lora_run_saves_a_merged_model_that_reloads_without_optimizer_warnings(tuned):
+    """`Run.finish`'s LoRA steps (`tfl.post_training`): the saved model is merged (plain
+    layers, W + A·B), its base frozen, and it reloads with an optimizer that fits it."""
+    model, _, _, tmp = tuned
+    data = tf.data.Dataset.from_tensor_slices((TEXTS, TEXT_LABELS)).batch(3)
+    run = SimpleNamespace(
+        model=model,
+        strategy=tf.distribute.get_strategy(),
+        data=SimpleNamespace(validation=data, test=None),
+        run_dir=str(tmp),
+        notes=[],
+    )
+    expected = model.predict(TEXTS, verbose=0)
+    examples = post_training.prepare_to_save(run)
+    model.save(os.path.join(tmp, "model.keras"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # e.g. "Skipping variable loading for optimizer"
+        difference = post_training.merge_check(run, examples)
+    assert difference < 1e-5 and "LoRA merged into model.keras" in run.notes[0]
+    assert has_lora(model) and not has_lora(
+        keras.saving.load_model(os.path.join(tmp, "model.keras"))
+    )
+    np.testing.assert_allclose(model.predict(TEXTS, verbose=0), expected, atol=1e-6)
+
+
+def test_adapters_loaded_as_zeros_are_revived_without_changing_the_outputs(tuned):
+    model, _, _, tmp = tuned
+    path = str(tmp / "w.weights.h5")
+    model.save_weights(path)
+    model.load_weights(path)  # Keras: merged kernel, adapters A = B = 0
+    a = [w for w in model.backbone.weights if _leaf(w) == "lora_kernel_a"]
+    assert not any(np.any(np.array(w)) for w in a)
+    expected = model.predict(TEXTS, verbose=0)
+    assert revive_adapters(model, seed=0) == len(a)
+    assert all(np.any(np.array(w)) for w in a)
+    np.testing.assert_allclose(model.predict(TEXTS, verbose=0), expected, atol=1e-6)

@@ -138,14 +138,8 @@ def heads_of(model: keras.Model) -> dict[str | None, Any]:
 
 
 def calibratable(model: keras.Model) -> list[str | None]:
-    """The outputs of `model` whose head gives softmax probabilities (what `calibrate` fits).
-
-    Example:
-    >>> from tfl.calibration import calibratable
-    >>> base = ImageBackbone("mobilenet_v3_small", (32, 32, 3), weights=None)
-    >>> calibratable(ImageClassifier(base, 3)), calibratable(ImageClassifier(base, 3, "svm"))
-    ([None], [])
-    """
+    """The outputs of `model` whose head gives softmax probabilities (what `calibrate` fits):
+    `[None]` for a one-head classifier, `[]` for an SVM or regression head."""
     return [
         name
         for name, head in heads_of(model).items()

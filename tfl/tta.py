@@ -129,9 +129,17 @@ def with_tta(model: keras.Model, transforms: Sequence[str] | str = ("flip", "cro
     strategy = getattr(model, "_distribute_strategy", None)
     with strategy.scope() if strategy is not None else contextlib.nullcontext():
         inputs = keras.Input(tuple(source.shape[1:]), dtype=source.dtype, name="images")
-        outputs = [model(view) for view in tta_views(inputs, transforms)]
-        mean = keras.tree.map_structure(lambda *o: ops.mean(ops.stack(o), axis=0), *outputs)
-        wrapped = keras.Model(inputs, mean, name=f"{model.name}_tta")
+        views = tta_views(inputs, transforms)
+        # One call on all views stacked along the batch: the model's graph appears once.
+        outputs = model(ops.concatenate(views, axis=0))
+
+        def mean(out):
+            out = ops.reshape(out, (len(views), -1, *out.shape[1:]))
+            return ops.mean(out, axis=0)
+
+        wrapped = keras.Model(
+            inputs, keras.tree.map_structure(mean, outputs), name=f"{model.name}_tta"
+        )
     for name in ("head", "heads"):
         if getattr(model, name, None) is not None:
             object.__setattr__(wrapped, name, getattr(model, name))
