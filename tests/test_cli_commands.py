@@ -172,12 +172,17 @@ def test_compare_budget_defaults_to_the_configured_epochs(monkeypatch, pretraine
 # === tfl predict ===
 
 
+# What the trained run also does (the last tests of this file check its files): WiSE-FT,
+# the weights' moving average, calibration (on by default) and TTA in its evaluation.
+SHIFT_FLAGS = ["--train.wise", "auto", "--train.ema", "0.5", "--evaluate.tta", "crops"]
+
+
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory):
     """One `tfl train` TINY run (the offline MobileNetV2) and PNGs of MNIST-5k digits."""
     root = tmp_path_factory.mktemp("predict")
     run_dir = str(root / "run")
-    assert cli.main(["train", *TINY, "--output", run_dir]) == cli.EXIT_OK
+    assert cli.main(["train", *TINY, *SHIFT_FLAGS, "--output", run_dir]) == cli.EXIT_OK
     images, labels = load_mnist_5k()
     picks = [int(np.flatnonzero(labels == d)[-1]) for d in (3, 7)]
     pngs = []
@@ -401,3 +406,57 @@ def test_cv_and_compare_pool_text_strings(tmp_path, capsys, monkeypatch):
     data = tfl.data.from_texts(TEXTS, np.arange(len(TEXTS)) % 2, splits=(1.0,))
     model = studies.build_model(scratch, data)
     assert loads[-1] is False and model.output.shape == (None, 2)
+
+
+# === A run with WiSE-FT, EMA, calibration and TTA (tfl.post_training) ===
+
+
+def _read(run_dir, name):
+    with open(os.path.join(run_dir, name), encoding="utf-8") as f:
+        return json.load(f) if name.endswith(".json") else f.read()
+
+
+@pytest.mark.assets
+def test_the_run_reports_which_model_it_saved_and_how(trained_run):
+    run_dir = trained_run[0]
+    metrics = _read(run_dir, "metrics.json")
+    wise, calibration = metrics["wise"], metrics["calibration"]
+    assert wise["alpha"] in [row["alpha"] for row in wise["grid"]]
+    assert set(calibration) == {"temperature", "validation", "test"}
+    assert metrics["tta"] == ["crops"]
+    head, finetune = metrics["phases"]
+    assert head["trainable_params"] == 1280 * 10 + 10  # the probe trains the head only
+    assert finetune["trainable_params"] > 2_000_000 and finetune["seconds_per_step"] > 0
+
+    report = _read(run_dir, "report.md")
+    assert "## Model" in report and "| WiSE-FT α | validation loss |" in report
+    assert f"blended with the probe at α = {wise['alpha']:.2f} (WiSE-FT)" in report
+    assert "the moving average of the weights (momentum 0.5)" in report
+    assert f"T = {calibration['temperature']:.3f}" in report and "| test |" in report
+    for png in ("reliability_calibrated.png", "reliability_uncalibrated.png"):
+        assert os.path.getsize(os.path.join(run_dir, png)) > 0 and f"({png})" in report
+
+    # model.keras carries the temperature and evaluates (with the run's TTA) as the run did.
+    model = keras.saving.load_model(os.path.join(run_dir, "model.keras"))
+    assert model.head.temperature == pytest.approx(calibration["temperature"])
+    evaluation = _read(run_dir, "evaluation.json")
+    assert evaluation["ece"] == pytest.approx(calibration["test"]["after"]["ece"])
+    assert cli.main(["evaluate", run_dir]) == cli.EXIT_OK
+    again = _read(run_dir, "evaluation_test.json")
+    assert again["accuracy"] == evaluation["accuracy"]
+    assert again["ece"] == pytest.approx(evaluation["ece"], abs=1e-5)
+
+
+@pytest.mark.assets
+def test_predict_with_tta_averages_the_crops(trained_run, capsys):
+    from tfl.predict import read_image
+    from tfl.tta import with_tta
+
+    run_dir, pngs, _ = trained_run
+    model = keras.saving.load_model(os.path.join(run_dir, "model.keras"))
+    expected = with_tta(model, ["crops"]).predict(read_image(pngs[0], 32)[None], verbose=0)[0]
+    # --tta alone: the run's evaluate.tta (crops).
+    assert cli.main(["predict", run_dir, pngs[0], "--tta", "--json", "--top-k", "10"]) == 0
+    row = json.loads(capsys.readouterr().out)
+    got = {p["label"]: p["probability"] for p in row["top_k"]}
+    np.testing.assert_allclose([got[str(d)] for d in range(10)], expected, atol=2e-6)

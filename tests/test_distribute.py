@@ -57,6 +57,8 @@ MIRRORED_SCRIPT = textwrap.dedent(
             "--data.max-per-class", "{train: 2, validation: 1, test: 1}",
             "--epochs-head", "2", "--epochs-finetune", "2",
             "--runtime.strategy", name, "--runtime.cpu-devices", devices, "--output", run_dir,
+            # The weights' moving average, the WiSE-FT blend and the temperature alike too.
+            "--train.ema", "0.5", "--train.wise", "0.5", "--evaluate.calibrate", "true",
         ])
         with open(f"{run_dir}/metrics.json") as f:
             metrics = json.load(f)

@@ -65,6 +65,12 @@ def test_tfl_export_writes_every_format_and_each_matches_keras(exported_run, cap
     # The exported .keras has no optimizer state: far smaller than the run's model.keras.
     assert sizes["keras"] < 0.6 * os.path.getsize(os.path.join(run_dir, "model.keras"))
     assert report["passed"] is True and report["failures"] == []
+    # The run was calibrated (evaluate.calibrate): every file above matched the Keras model
+    # with its temperature, so each outputs the calibrated probabilities.
+    keras_model = keras.saving.load_model(os.path.join(run_dir, "model.keras"))
+    with open(os.path.join(run_dir, "metrics.json")) as f:
+        temperature = json.load(f)["calibration"]["temperature"]
+    assert keras_model.head.temperature == pytest.approx(temperature) != 1.0
     parity = report["parity"]
     for name in ("keras", "saved_model/serving_default", "saved_model/serving_preprocessed"):
         assert parity[name]["passed"] and parity[name]["max_abs_diff"] <= parity[name]["limit"]

@@ -81,15 +81,19 @@ from tfl.version import __version__  # noqa: E402
 # Modules loaded on first use (`tfl.evaluate`, `tfl.run`, ...): `import tfl` stays light.
 _LAZY_MODULES = (
     "builders",
+    "calibration",
     "config",
     "distribute",
     "evaluate",
     "export",
+    "peft",
     "predict",
     "run",
     "saved_run",
     "studies",
     "tasks",
+    "tta",
+    "wise",
 )
 
 

@@ -245,7 +245,12 @@ def build_model(config: RunConfig, data, strategy=None) -> keras.Model:
     weights afresh (nothing is shared between two calls), as cross-validation needs."""
     strategy = get_strategy(config) if strategy is None else strategy
     with strategy.scope():
-        return _MODELS[RECIPE_KINDS[config.recipe].model](config, data)
+        model = _MODELS[RECIPE_KINDS[config.recipe].model](config, data)
+        if config.train.peft == "lora":
+            from tfl.peft import enable_lora
+
+            enable_lora(model, config.train.lora_rank)
+        return model
 
 
 def _weights(value: str):
@@ -341,6 +346,13 @@ def make_phases(config: RunConfig) -> list:
     >>> [(p.name, p.epochs) for p in make_phases(RunConfig())]
     [('head', 10), ('finetune', 5)]
     """
+    phases = _phases(config)
+    if config.train.ema is not None:  # the weights' moving average in every phase
+        phases = [dataclasses.replace(p, ema=config.train.ema) for p in phases]
+    return phases
+
+
+def _phases(config: RunConfig) -> list:
     import tfl
 
     t = config.train

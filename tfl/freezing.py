@@ -82,6 +82,11 @@ def freeze(model: keras.Model) -> keras.Model:
     """
     for base in bases_of(model):
         base.trainable = False
+        if any(getattr(lay, "lora_enabled", False) for lay in base._flatten_layers()):
+            # Keras skips setting `trainable` to the value a layer already has, so after
+            # keras-hub's enable_lora it never reaches the adapters: freeze each weight.
+            for weight in base.weights:
+                weight.trainable = False
     return model
 
 
@@ -160,6 +165,9 @@ def unfreeze(
         train_batchnorm: also train BatchNorm scale and offset (moving statistics still never
             move, because image bases run in inference mode). Default False.
 
+    A base with LoRA adapters (`tfl.peft.enable_lora`) opens only the adapters of the
+    chosen groups: its pretrained weights stay frozen.
+
     Returns:
         `model`, for chaining.
 
@@ -185,6 +193,10 @@ def unfreeze(
         for layer in base._flatten_layers(include_self=False, recursive=True):
             if isinstance(layer, keras.layers.BatchNormalization) and not train_batchnorm:
                 layer.trainable = False
+        if any(getattr(lay, "lora_enabled", False) for lay in base._flatten_layers()):
+            from tfl.peft import train_adapters_only  # a base with LoRA trains its adapters
+
+            train_adapters_only(base, [layer for name in chosen for layer in named[name]])
     return model
 
 

@@ -185,6 +185,11 @@ class Head(keras.layers.Layer):
         hidden_activation: activation of the hidden layers.
         activation: activation of the output layer (None gives logits / raw scores).
         l2: L2 penalty on the output kernel (0 for none).
+        temperature: the output layer's logits are divided by it before the activation
+            (temperature scaling, Guo et al. 2017: > 1 softens overconfident
+            probabilities, the argmax never changes). 1.0 (default) leaves them as they
+            are; `tfl.calibration.calibrate` fits it on validation data. Only for heads with
+            a softmax or sigmoid activation.
 
     Example:
     >>> head = Head(3, hidden_units=(8,), activation="softmax")
@@ -200,6 +205,7 @@ class Head(keras.layers.Layer):
         hidden_activation: str = "relu",
         activation: str | None = None,
         l2: float = 0.0,
+        temperature: float = 1.0,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -216,6 +222,7 @@ class Head(keras.layers.Layer):
         self.hidden_activation = hidden_activation
         self.activation = activation
         self.l2 = l2
+        self.temperature = temperature
 
         self.hidden_layers = [
             keras.layers.Dense(u, activation=hidden_activation, name=f"hidden_{i}")
@@ -224,9 +231,11 @@ class Head(keras.layers.Layer):
         self.dropout_layers = [
             keras.layers.Dropout(dropout, name=f"dropout_{i}") for i in range(len(hidden_units) + 1)
         ]
+        # The activation is applied in `call`, after the temperature (same values as a Dense
+        # with that activation when the temperature is 1; the weights are the same).
+        self.output_activation = keras.activations.get(activation)
         self.output_dense = keras.layers.Dense(
             units,
-            activation=activation,
             kernel_regularizer=keras.regularizers.L2(l2) if l2 else None,
             dtype="float32",
             name="output",
@@ -244,7 +253,34 @@ class Head(keras.layers.Layer):
         # One more dropout than hidden layers: the last one feeds the output layer.
         for dropout, dense in zip(self.dropout_layers[:-1], self.hidden_layers, strict=True):
             x = dense(dropout(x, training=training))
-        return self.output_dense(self.dropout_layers[-1](x, training=training))
+        logits = self.output_dense(self.dropout_layers[-1](x, training=training))
+        if self.temperature != 1.0:
+            logits = logits / self.temperature
+        return self.output_activation(logits)
+
+    @property
+    def temperature(self) -> float:
+        """The divisor of the output logits (see the class docstring); 1.0: none.
+
+        Set it on a built model with `tfl.calibration.set_temperature`, which also makes the
+        model trace its predict and evaluate steps again.
+        """
+        return self._temperature
+
+    @temperature.setter
+    def temperature(self, value: float) -> None:
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, numbers.Real)
+            or not 0.0 < float(value) < float("inf")
+        ):
+            raise ValueError(f"Received temperature={value!r}; expected a number > 0.")
+        if float(value) != 1.0 and self.activation not in ("softmax", "sigmoid"):
+            raise ValueError(
+                f"Received temperature={value!r} for a head with activation="
+                f"{self.activation!r}; temperature scaling is for softmax or sigmoid outputs."
+            )
+        self._temperature = float(value)
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape[:-1]) + (self.units,)
@@ -289,6 +325,7 @@ class Head(keras.layers.Layer):
             hidden_activation=self.hidden_activation,
             activation=self.activation,
             l2=self.l2,
+            temperature=self.temperature,
         )
         return config
 

@@ -9,7 +9,7 @@ argument, and serialise the bases as nested objects. They work with plain
 `compile()` with no arguments picks the head's loss and metrics and an Adam optimizer whose
 learning rate suits the current state: 1e-3 while the base is frozen (training a new head),
 1e-4 for an unfrozen image base and 5e-5 for an unfrozen text base (fine-tuning pretrained
-weights gently). Remember that Keras applies `trainable` changes only at `compile()`: call it
+weights gently), 5e-4 when the base trains through LoRA adapters (`tfl.peft`). Remember that Keras applies `trainable` changes only at `compile()`: call it
 again after `tfl.freeze` / `tfl.unfreeze`.
 """
 
@@ -25,6 +25,7 @@ from tfl.backbones import ImageBackbone
 from tfl.backbones.text import MeanPooling
 from tfl.freezing import RecompileWarning
 from tfl.heads import ClassificationHead, Head, MultiLabelHead, get_head
+from tfl.peft import LORA_LEARNING_RATE, has_lora
 
 TEXT_POOLINGS = ("mean", "pooled")
 
@@ -102,6 +103,8 @@ class TransferTask(keras_hub.models.Task):
         bases = self._bases()
         if _bases_are_frozen(bases):
             return 1e-3
+        if has_lora(self):  # adapters start at zero: LoRA trains them ~10x faster (Hu et al.)
+            return LORA_LEARNING_RATE
         return 5e-5 if any(_is_text_backbone(b) for b in bases) else 1e-4
 
     def compile(

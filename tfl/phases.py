@@ -32,7 +32,8 @@ class Phase:
             `n` (the top `n` blocks, see `tfl.unfreeze`) or group names / regexes such as
             `["stage4", "top"]`.
         learning_rate: the peak learning rate, or `"auto"`: 1e-3 while the base is frozen,
-            1e-4 (image) / 5e-5 (text) when part of it trains. A
+            1e-4 (image) / 5e-5 (text) when part of it trains (5e-4 through LoRA adapters,
+            `tfl.peft`). A
             `keras.optimizers.schedules.LearningRateSchedule` is used as given.
         optimizer: an optimizer name (`"adam"`, `"adamw"`, `"sgd"`, ...), an unbuilt
             `keras.optimizers.Optimizer`, or a callable `learning_rate -> optimizer`. An
@@ -50,6 +51,11 @@ class Phase:
         train_batchnorm: also train BatchNorm scale and offset (their statistics never move).
         label_smoothing: label smoothing of the head's default loss (tfl tasks).
         name: a name for logs and the `phase` column (default `phase<i>`).
+        ema: keep an exponential moving average of the trained weights with this momentum
+            (Keras' optimizer `use_ema` / `ema_momentum`, e.g. 0.99), validate and
+            checkpoint on it each epoch and end the phase with it
+            (`keras.callbacks.SwapEMAWeights`). The average covers about 1 / (1 − ema)
+            steps: keep that well under the phase's steps. None (default): off.
     """
 
     epochs: int
@@ -64,6 +70,7 @@ class Phase:
     train_batchnorm: bool = False
     label_smoothing: float = 0.0
     name: str | None = None
+    ema: float | None = None
 
     def __post_init__(self):
         if not isinstance(self.epochs, int) or isinstance(self.epochs, bool) or self.epochs < 1:
@@ -113,6 +120,14 @@ class Phase:
             raise ValueError(
                 f"Received label_smoothing={self.label_smoothing!r}; expected a value in [0, 1)."
             )
+        if self.ema is not None and (
+            isinstance(self.ema, bool)
+            or not isinstance(self.ema, int | float)
+            or not 0.0 < self.ema < 1.0
+        ):
+            raise ValueError(
+                f"Received ema={self.ema!r}; expected None or a momentum in (0, 1), e.g. 0.99."
+            )
         if isinstance(self.optimizer, keras.optimizers.Optimizer) and self.optimizer.built:
             raise ValueError(
                 f"Received an optimizer that is already built ({self.optimizer.name!r}); a "
@@ -125,7 +140,10 @@ class Phase:
         return self.trainable is not None and self.trainable != 0
 
     def describe(self) -> dict:
-        """A JSON-friendly summary (used to check that a resumed run has the same plan)."""
+        """A JSON-friendly summary (used to check that a resumed run has the same plan).
+
+        `ema` appears only when set, so the plans of runs saved before it existed still match.
+        """
 
         def plain(value):
             if isinstance(value, int | float | str | bool) or value is None:
@@ -136,7 +154,10 @@ class Phase:
                 return {str(k): plain(v) for k, v in value.items()}
             return type(value).__name__
 
-        return {f.name: plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
+        described = {f.name: plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
+        if self.ema is None:
+            del described["ema"]
+        return described
 
 
 # --- Presets -----------------------------------------------------------------------------
@@ -154,6 +175,7 @@ def two_phase(
     layer_decay: float | None = None,
     weight_decay: float | None = None,
     label_smoothing: float = 0.0,
+    ema: float | None = None,
 ) -> list[Phase]:
     """Linear probe, then fine-tune (LP-FT): the keras.io guide and fastai's `fine_tune`.
 
@@ -174,6 +196,7 @@ def two_phase(
         layer_decay: phase 2's layer-wise learning-rate decay (e.g. 0.8), or None.
         weight_decay: decoupled weight decay in both phases (biases and norms excluded).
         label_smoothing: label smoothing of the loss in both phases.
+        ema: the weights' moving-average momentum in both phases (see `Phase`), or None.
 
     Returns:
         The phases, for `fit_phases`.
@@ -193,6 +216,7 @@ def two_phase(
                 weight_decay=weight_decay,
                 label_smoothing=label_smoothing,
                 name="head",
+                ema=ema,
             )
         )
     if finetune_epochs:
@@ -208,6 +232,7 @@ def two_phase(
                 weight_decay=weight_decay,
                 label_smoothing=label_smoothing,
                 name="finetune",
+                ema=ema,
             )
         )
     if not phases:

@@ -223,7 +223,7 @@ def _top(probs: np.ndarray, names: list[str], k: int) -> list[tuple[str, float]]
 
 
 def predict_inputs(
-    run: SavedRun, inputs: Any, names: Sequence[str], top_k: int = 1
+    run: SavedRun, inputs: Any, names: Sequence[str], top_k: int = 1, tta: Sequence[str] = ()
 ) -> list[Prediction]:
     """Predict prepared inputs (images from `read_image`, or strings) with a loaded run.
 
@@ -233,6 +233,9 @@ def predict_inputs(
             string arrays for a run trained on text pairs.
         names: where each input came from (file names), in order.
         top_k: how many classes to keep per input and head (at most the number of classes).
+        tta: test-time augmentation (`tfl.tta.TRANSFORMS`, e.g. `["flip", "crops"]`): each
+            image is predicted in several views and the probabilities averaged. Image runs
+            only.
 
     Returns:
         One `Prediction` per input, in order.
@@ -247,7 +250,12 @@ def predict_inputs(
         raise ValueError(f"Received top_k={top_k!r}; expected an integer >= 1 (e.g. --top-k 3).")
     shown = shown_outputs(run)
     batch_size = run.config.data.batch_size
-    outputs = predict_arrays(run.model, inputs, batch_size)
+    model = run.model
+    if tta:
+        from tfl.tta import with_tta
+
+        model = with_tta(model, tta)
+    outputs = predict_arrays(model, inputs, batch_size)
     if not isinstance(outputs, dict):
         outputs = {None: outputs}
     probabilities = {}
@@ -287,6 +295,7 @@ def predict_files(
     files: Iterable[str],
     top_k: int = 1,
     stdin: IO[str] | None = None,
+    tta: Sequence[str] = (),
 ) -> tuple[list[Prediction], list[str]]:
     """Predict image files (image runs) or the lines of text files (text runs).
 
@@ -297,6 +306,8 @@ def predict_files(
         files: image files, or text files (one input per non-empty line; "-" reads `stdin`).
         top_k: classes per input and head.
         stdin: where "-" reads from (default `sys.stdin`).
+        tta: test-time augmentation of image runs (see `predict_inputs`); a text run
+            refuses it (`ValueError`) before reading any file.
 
     Returns:
         `(predictions, problems)`: one `Prediction` per input read, and one message per file
@@ -307,6 +318,11 @@ def predict_files(
         `tests/test_cli_commands.py`.
     """
     run = load_run(run) if isinstance(run, str) else run
+    if tta and run.is_text:
+        raise ValueError(
+            "--tta: test-time augmentation (flips, crops) is for image runs; this run reads "
+            "text. Predict without --tta."
+        )
     problems: list[str] = []
     if run.is_text:
         lines: list[tuple[str, str]] = []
@@ -340,7 +356,7 @@ def predict_files(
         if not images:
             return [], problems
         inputs = np.stack(images)
-    return predict_inputs(run, inputs, names, top_k=top_k), problems
+    return predict_inputs(run, inputs, names, top_k=top_k, tta=tta), problems
 
 
 def _pairs(top: list[tuple[str, float]]) -> list[dict]:

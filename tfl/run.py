@@ -56,8 +56,11 @@ class Run:
         model: the task model.
         phases: the fine-tuning plan (`tfl.Phase`s).
         notes: lines for the report (e.g. the learning-rate finder's choice).
-        history: the `PhaseHistory` after `fit`.
+        history: the `PhaseHistory` after `fit` (`history.wise`: the WiSE-FT blend).
         metrics: the test metrics after `finish` (per head for several outputs).
+        calibration: the temperature(s) `finish` fitted on the validation split, with the
+            validation NLL / ECE before and after (`tfl.calibration.calibrate`), or None.
+        calibration_test: the evaluated split's NLL / ECE before and after calibration.
         started: when `create` began (`time.time()`).
         seconds: the run's wall time, set by `finish`.
     """
@@ -74,6 +77,8 @@ class Run:
     metrics: dict = dataclasses.field(default_factory=dict)
     started: float = dataclasses.field(default_factory=time.time)
     seconds: float | None = None
+    calibration: dict | None = None
+    calibration_test: dict | None = None
 
     @classmethod
     def create(cls, config: config_lib.RunConfig) -> Run:
@@ -112,15 +117,16 @@ class Run:
         On a non-chief worker of a multi-worker run `run_dir` is its temporary directory,
         deleted at the end.
         """
+        from tfl import post_training
         from tfl.distribute import is_chief, remove_write_dir
 
+        self.calibration = post_training.calibrate(self)  # evaluate.calibrate
         test = self.data.test if self.data.test is not None else self.data.validation
-        if test is not None:
-            labels = self.data.labels
-            self.metrics = evaluate_task(
-                self.task, self.model, test, labels, self.config.evaluate.top_k
-            )
+        if test is not None:  # with evaluate.tta; before / after calibration
+            self.metrics, self.calibration_test = post_training.evaluate(self, test)
+        examples = post_training.prepare_to_save(self)  # a LoRA model is saved merged
         self.model.save(os.path.join(self.run_dir, "model.keras"))
+        post_training.merge_check(self, examples)
         if self.metrics:
             save_task_metrics(self.task, self.run_dir, self.metrics, "evaluation")
         self.seconds = time.time() - self.started
@@ -132,12 +138,15 @@ class Run:
     def summary(self) -> dict:
         """What `metrics.json` holds: test accuracy, the split, time, phases and history."""
         history = self.history
+        from tfl.post_training import summary
+
         return {
             "test_accuracy": self.metrics.get("accuracy"),
             "evaluated_on": self.evaluated_on,
             "seconds_total": None if self.seconds is None else round(self.seconds, 1),
             "phases": history.phases,
             "history": {"epoch": history.epoch, **history.history},
+            **summary(self),
         }
 
 
@@ -360,6 +369,7 @@ def _fit(run: Run, verbose: Any):
         l2sp=run.config.train.l2sp,
         verbose=verbose,
         compile_kwargs={"jit_compile": jit},
+        wise=run.config.train.wise,
     )
 
 
@@ -400,6 +410,9 @@ def _write_outputs(run: Run) -> None:
         data_info=run.data.info,
         notes=notes,
     )
+    from tfl.post_training import append_section, model_section
+
+    append_section(run, model_section(run))
 
 
 # === A finished run, evaluated again ===
@@ -435,7 +448,12 @@ def evaluate_run(run_dir: str, split: str = "test", data: str | None = None) -> 
                 f"Received split={split!r}; this run's data has no such split. Use test, "
                 "validation or train."
             )
-    metrics = evaluate_task(saved.task, saved.model, dataset, splits.labels, config.evaluate.top_k)
+    model = saved.model
+    if config.evaluate.tta:
+        from tfl.tta import with_tta
+
+        model = with_tta(model, config.evaluate.tta)
+    metrics = evaluate_task(saved.task, model, dataset, splits.labels, config.evaluate.top_k)
     file = save_task_metrics(saved.task, run_dir, metrics, f"evaluation_{name}")
     return {**metrics, "file": file}
 

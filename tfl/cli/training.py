@@ -72,6 +72,15 @@ def add_predict(sub) -> None:
         default="final",
         help="final: model.keras (default); best: best.keras, the best epoch",
     )
+    predict_parser.add_argument(
+        "--tta",
+        nargs="?",
+        const="run",
+        default=None,
+        metavar="T[,T]",
+        help="test-time augmentation of image runs: average the probabilities over views "
+        "(flip, crops); --tta alone uses the run's evaluate.tta, else flip,crops",
+    )
     add_debug(predict_parser)
     predict_parser.set_defaults(handler=predict)
 
@@ -111,7 +120,8 @@ def predict(args: argparse.Namespace) -> int:
     if args.top_k < 1:
         raise ValueError(f"Received --top-k {args.top_k}; expected an integer >= 1.")
     run = predict_lib.load_run(args.run_dir, checkpoint=args.checkpoint)
-    predictions, problems = predict_lib.predict_files(run, args.files, top_k=args.top_k)
+    tta = _tta(args.tta, run)
+    predictions, problems = predict_lib.predict_files(run, args.files, top_k=args.top_k, tta=tta)
     for problem in problems:
         print(f"tfl predict: skipped {problem}", file=sys.stderr)
     if predictions and predict_lib.SCORES in predictions[0].outputs.values() and not args.json:
@@ -126,3 +136,17 @@ def predict(args: argparse.Namespace) -> int:
         print("tfl predict: failed: no input could be read.", file=sys.stderr)
         return EXIT_FAILURE
     return EXIT_OK
+
+
+def _tta(flag: str | None, run) -> tuple[str, ...]:
+    """`--tta`'s transforms: none, the run's `evaluate.tta` (else flip and crops), or a list."""
+    from tfl.tta import check_transforms
+
+    if flag is None:
+        return ()
+    if flag == "run":
+        return tuple(run.config.evaluate.tta) or ("flip", "crops")
+    try:
+        return check_transforms(flag)
+    except ValueError as error:
+        raise ValueError(f"--tta {flag}: {error}") from None

@@ -31,6 +31,8 @@ WEIGHTS = ("imagenet", "pretrained", "none")
 CACHE_MODES = ("auto", "memory", True, False)
 STRATEGIES = ("auto", "default", "mirrored", "multi_worker", "tpu")  # tfl.distribute
 PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
+PEFT_METHODS = (None, "lora")  # tfl.peft
+TTA_TRANSFORMS = ("flip", "crops")  # tfl.tta
 OPTIMIZERS = (
     "adam",
     "adamw",
@@ -252,7 +254,7 @@ class TrainConfig:
     )
     head_learning_rate: float = _leaf(1e-3, "learning rate of the head phase")
     finetune_learning_rate: float | str = _leaf(
-        "auto", "peak rate of fine-tuning (auto: 1e-4 image, 5e-5 text)"
+        "auto", "peak rate of fine-tuning (auto: 1e-4 image, 5e-5 text, 5e-4 LoRA)"
     )
     optimizer: str = _leaf("adam", f"optimizer name: {' | '.join(OPTIMIZERS)}")
     weight_decay: float | None = _leaf(None, "decoupled weight decay (biases/norms excluded)")
@@ -264,6 +266,16 @@ class TrainConfig:
     )
     early_stopping_patience: int | None = _leaf(5, "epochs without improvement (null = off)")
     lr_find: bool = _leaf(False, "run the learning-rate range test first")
+    wise: float | str | None = _leaf(
+        None,
+        "WiSE-FT: blend the probe's and the fine-tuned weights: auto (the blend alpha with the "
+        "best validation accuracy) | alpha in [0, 1] (1 = fine-tuned) | null (off)",
+    )
+    ema: float | None = _leaf(
+        None, "moving average of the weights (Keras' optimizer EMA) with this momentum, e.g. 0.9"
+    )
+    peft: str | None = _leaf(None, "parameter-efficient fine-tuning: lora | null (every weight)")
+    lora_rank: int = _leaf(8, "rank of the LoRA adapters (train.peft: lora)")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -277,6 +289,15 @@ class EvaluateConfig:
     """
 
     top_k: int = _leaf(5, "also report top-k accuracy (when there are more than k classes)")
+    calibrate: bool = _leaf(
+        True,
+        "fit a temperature on the validation split after training (stored in the saved model)",
+    )
+    tta: tuple[str, ...] = _leaf(
+        (),
+        f"test-time augmentation of image runs' evaluation: {', '.join(TTA_TRANSFORMS)}",
+        listy=True,
+    )
 
 
 @dataclasses.dataclass(frozen=True)

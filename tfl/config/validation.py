@@ -22,6 +22,7 @@ from tfl.config.model_checks import (
     check_model,
     check_weights,
 )
+from tfl.config.robustness_checks import check_evaluate, check_train_extras
 from tfl.config.schema import (
     CACHE_MODES,
     IMAGE_POOLINGS,
@@ -35,7 +36,6 @@ from tfl.config.schema import (
     TRAIN_SCHEDULES,
     ConfigError,
     DataConfig,
-    EvaluateConfig,
     ModelConfig,
     RankConfig,
     RecipeKind,
@@ -91,7 +91,6 @@ def validate(config: RunConfig) -> RunConfig:
     data = check_data(config.data, kind)
     model = check_model(config.model, kind, data)
     train = check_train(config.train, kind, data, model)
-    top_k = check_int("evaluate.top_k", config.evaluate.top_k, 1, 5)
     rank = check_rank(config.rank, kind, data, model)
     checked = RunConfig(
         recipe=kind.name,
@@ -101,7 +100,7 @@ def validate(config: RunConfig) -> RunConfig:
         data=data,
         model=model,
         train=train,
-        evaluate=EvaluateConfig(top_k=top_k),
+        evaluate=check_evaluate(config.evaluate, kind),
         runtime=check_runtime(config.runtime, config.output),
         rank=rank,
     )
@@ -360,6 +359,7 @@ def check_train(
         cache=cache,
         early_stopping_patience=patience,
         lr_find=check_bool("train.lr_find", train.lr_find),
+        **check_train_extras(train, schedule, head_epochs, finetune_epochs, model),
     )
 
 

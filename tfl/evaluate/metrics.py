@@ -305,7 +305,7 @@ def predict_arrays(model: keras.Model, x: Any, batch_size: int = 32) -> Any:
     return model.predict(dataset.prefetch(tf.data.AUTOTUNE), verbose=0)
 
 
-def _predict_batch(model, x):
+def predict_batch(model, x):
     """`predict_on_batch`, also right for a model built under a multi-replica strategy (whose
     `predict_on_batch` hands every replica the whole batch: R copies of the outputs)."""
     strategy = getattr(model, "distribute_strategy", None)
@@ -366,7 +366,7 @@ def evaluate_model(model: keras.Model, dataset, labels=None, top_k: Sequence[int
                 "batches; evaluate_model needs the labels."
             )
         x, y = batch[0], batch[1]
-        outputs.append(_predict_batch(model, x))
+        outputs.append(predict_batch(model, x))
         targets.append(keras.ops.convert_to_numpy(y))
     if not outputs:
         raise ValueError("Received an empty dataset; expected at least one (x, y) batch.")

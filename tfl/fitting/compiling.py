@@ -91,6 +91,9 @@ def make_optimizer(phase: Phase, model: keras.Model, steps_per_epoch: int | None
         raise ValueError(
             f"Received optimizer={spec!r}; expected a name, a keras Optimizer or a callable."
         )
+    if phase.ema is not None:
+        # Keras' own weight averaging: read when the optimizer is built (at the first step).
+        optimizer.use_ema, optimizer.ema_momentum = True, float(phase.ema)
     if phase.weight_decay:
         from tfl.optimizers import exclude_bias_and_norm
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+import time
+
 import keras
 
 
@@ -10,7 +13,8 @@ class PhaseHistory(keras.callbacks.History):
 
     `history[key]` holds one value per epoch over all phases (`history["phase"]` is the
     phase index), `epoch` the epoch numbers, and `phases` one dict per phase with its
-    `name`, `start_epoch` and `end_epoch` (exclusive).
+    `name`, `start_epoch` and `end_epoch` (exclusive). `wise` is the WiSE-FT blend of
+    `fit_phases(..., wise=...)` (`{"alpha", "grid", "probe_phase"}`), else None.
     """
 
     def __init__(self):
@@ -18,6 +22,7 @@ class PhaseHistory(keras.callbacks.History):
         self.history: dict[str, list] = {}
         self.epoch: list[int] = []
         self.phases: list[dict] = []
+        self.wise: dict | None = None
 
     def add_epoch(self, epoch: int, logs: dict):
         if epoch in self.epoch:  # an epoch re-run after a restart: keep the last values
@@ -61,3 +66,38 @@ def _plain(value):
         return float(keras.ops.convert_to_numpy(value))
     except (TypeError, ValueError):
         return value
+
+
+class PhaseTimer(keras.callbacks.Callback):
+    """What one phase costs: its trainable parameters and the seconds per training step.
+
+    The step time is the epoch's wall time less its validation, over its steps; the first
+    epoch (which traces the step) is left out when the phase has more. Epoch-level hooks
+    only, so Keras keeps running its steps asynchronously.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.trainable_params: int | None = None
+        self.seconds_per_step: float | None = None
+        self._epochs: list[float] = []
+
+    def on_train_begin(self, logs=None):
+        self.trainable_params = int(sum(math.prod(v.shape) for v in self.model.trainable_weights))
+        self._epochs = []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._started, self._testing = time.perf_counter(), 0.0
+
+    def on_test_begin(self, logs=None):
+        self._test_started = time.perf_counter()
+
+    def on_test_end(self, logs=None):
+        self._testing += time.perf_counter() - getattr(self, "_test_started", time.perf_counter())
+
+    def on_epoch_end(self, epoch, logs=None):
+        steps = (self.params or {}).get("steps")
+        if steps:
+            self._epochs.append((time.perf_counter() - self._started - self._testing) / steps)
+        kept = self._epochs[1:] or self._epochs
+        self.seconds_per_step = float(sum(kept) / len(kept)) if kept else None

@@ -14,6 +14,7 @@ import dataclasses
 import functools
 import inspect
 import math
+import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -22,11 +23,13 @@ import tensorflow as tf
 
 from tfl.fitting.cached import fit_on_features, resolve_cache
 from tfl.fitting.compiling import apply_trainable, compile_phase, make_optimizer
-from tfl.fitting.history import PhaseHistory, PhaseLogs
+from tfl.fitting.history import PhaseHistory, PhaseLogs, PhaseTimer
 from tfl.fitting.progress import EpochProgress
 from tfl.fitting.resume import ResumeState
 from tfl.freezing import bases_of
+from tfl.peft import ReviveAdapters, has_lora
 from tfl.phases import Phase, two_phase
+from tfl.wise import blend, check_alpha, interpolate, snapshot
 
 
 def _in_model_scope(fit):
@@ -63,6 +66,7 @@ def fit_phases(
     cache="auto",
     verbose="auto",
     compile_kwargs: dict | None = None,
+    wise: float | str | None = None,
     **fit_kwargs,
 ) -> PhaseHistory:
     """Fit `model` through `phases` with plain `model.fit`; resumable after a kill.
@@ -107,13 +111,21 @@ def fit_phases(
             silent. The console leaves out the `phase` and `learning_rate` columns of the
             history (`tfl.fitting.progress.EpochProgress`).
         compile_kwargs: more `model.compile` arguments (e.g. `jit_compile`).
+        wise: WiSE-FT (`tfl.wise`): after the last phase, blend the weights with those at
+            the end of the probe (the last frozen-base phase before the base first trains):
+            an α in [0, 1] (0: the probe, 1: the fine-tuned model), or `"auto"`: the α of
+            `tfl.wise.GRID` with the best validation accuracy. None (default): no blend.
+            `history.wise` records the α (and the table for "auto").
         **fit_kwargs: more `model.fit` arguments (e.g. `class_weight`).
 
     Returns:
-        A `PhaseHistory` over all epochs run, with `phase` and `learning_rate` columns.
+        A `PhaseHistory` over all epochs run, with `phase` and `learning_rate` columns; each
+        entry of `history.phases` also holds the phase's `trainable_params` and
+        `seconds_per_step` (when it ran in this process).
     """
     phases = _checked_phases(model, phases, fit_kwargs)
     x, validation_data, known = _unpack_data(x, validation_data)
+    probe = _probe_phase(phases, wise, validation_data)
     run = _PhaseRun(
         model=model,
         x=x,
@@ -146,8 +158,46 @@ def fit_phases(
             continue
         fit_history = _fit_phase(run, state, index, phase, epoch, lint)
         epoch = _finish_phase(run, state, index, phase, epoch, fit_history)
+        if index == probe:
+            run.probe_weights = snapshot(model)
     run.history.params = {"phases": [p.name for p in phases], "epochs": epoch}
+    if wise is not None:
+        start = run.probe_weights or _saved_weights(model, state, probe)
+        run.history.wise = blend(model, start, snapshot(model), wise, run.validation_data)
+        run.history.wise["probe_phase"] = phases[probe].name
     return run.history
+
+
+def _probe_phase(phases: list[Phase], wise, validation_data) -> int | None:
+    """The index of the phase whose end is WiSE-FT's θ₀: the last frozen-base phase before
+    the first one that trains the base (None without `wise`)."""
+    if check_alpha(wise) is None:
+        return None
+    trains = [i for i, p in enumerate(phases) if p.trains_base]
+    frozen = [i for i in range(trains[0]) if not phases[i].trains_base] if trains else []
+    if not frozen:
+        raise ValueError(
+            f"Received wise={wise!r} with phases {[p.name for p in phases]}: WiSE-FT blends "
+            "the model at the end of a frozen-base (probe) phase with the fine-tuned one, so "
+            "it needs a phase with trainable=None followed by one that trains the base, "
+            "e.g. tfl.two_phase(head_epochs >= 1, finetune_epochs >= 1)."
+        )
+    if wise == "auto" and validation_data is None:
+        raise ValueError(
+            "Received wise='auto' without validation data: α is chosen on it. Pass "
+            "validation_data (or a DataSplits with a validation split), or a fixed α."
+        )
+    return frozen[-1]
+
+
+def _saved_weights(model: keras.Model, state: ResumeState, index: int) -> list:
+    """The weights phase `index` ended with, from the backup of an earlier process."""
+    current = snapshot(model)
+    path = os.path.join(state.restore_root, state.done[index]["weights"])
+    keras.saving.load_weights(model, path, objects_to_skip=[model.optimizer])
+    weights = snapshot(model)
+    interpolate(model, weights, current, 1.0)  # back to where the model was
+    return weights
 
 
 @dataclasses.dataclass
@@ -172,6 +222,8 @@ class _PhaseRun:
     feature_cache: Any = None  # the FeatureCache of frozen phases, or None
     first_batch: Any = None  # what the linter checks
     cached_run: tuple | None = None  # (feature_model, head_model) once split
+    probe_weights: list | None = None  # WiSE-FT's θ₀, when the probe ran in this process
+    timer: PhaseTimer | None = None  # the current phase's trainable parameters, step time
 
 
 def _unpack_data(x, validation_data):
@@ -241,8 +293,11 @@ def _fit_phase(run: _PhaseRun, state: ResumeState, index: int, phase: Phase, sta
         getattr(optimizer, "_learning_rate", None),
         keras.optimizers.schedules.LearningRateSchedule,
     )
-    callbacks = [PhaseLogs(index, run.history)]
-    callbacks += state.phase_callbacks(run.callbacks, index, scheduled)
+    run.timer = PhaseTimer()
+    callbacks = [PhaseLogs(index, run.history), run.timer]
+    callbacks += _with_ema_swap(state.phase_callbacks(run.callbacks, index, scheduled), phase)
+    if has_lora(model):  # after a restore: adapters loaded as zeros train again
+        callbacks.append(ReviveAdapters())
     if run.verbose != 0 and not any(
         isinstance(cb, keras.callbacks.ProgbarLogger) for cb in callbacks
     ):
@@ -261,6 +316,23 @@ def _fit_phase(run: _PhaseRun, state: ResumeState, index: int, phase: Phase, sta
         verbose=run.verbose,
         **run.fit_kwargs,
     )
+
+
+def _with_ema_swap(callbacks: list, phase: Phase) -> list:
+    """The phase's callbacks with Keras' `SwapEMAWeights` for a phase with `ema`.
+
+    A new one per phase (it keeps state, and each phase has its own optimizer), with
+    `swap_on_epoch=True` so that validation, `ModelCheckpoint`, `EarlyStopping` (its best
+    weights) and the phase's end see the averaged weights. It goes after any
+    `BackupAndRestore`, whose backup must hold the raw weights and the average as they train.
+    """
+    if phase.ema is None:
+        return callbacks
+    backups = [
+        i for i, cb in enumerate(callbacks) if isinstance(cb, keras.callbacks.BackupAndRestore)
+    ]
+    at = backups[-1] + 1 if backups else 0
+    return callbacks[:at] + [keras.callbacks.SwapEMAWeights(swap_on_epoch=True)] + callbacks[at:]
 
 
 def _fit_cached(run: _PhaseRun, phase: Phase, start: int, callbacks: list):
@@ -293,6 +365,11 @@ def _finish_phase(run, state, index: int, phase: Phase, start: int, fit_history)
     ran = [e for e in run.history.epoch if e >= start]
     epoch = (max(ran) + 1) if ran else start + (len(fit_history.epoch) or phase.epochs)
     record = {"name": phase.name, "start_epoch": start, "end_epoch": epoch}
+    if run.timer is not None and run.timer.trainable_params is not None:
+        record.update(
+            trainable_params=run.timer.trainable_params,
+            seconds_per_step=run.timer.seconds_per_step,
+        )
     run.history.phases.append(record)
     state.finish_phase(run.model, index, record)
     return epoch

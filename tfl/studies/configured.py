@@ -62,7 +62,9 @@ def check_supported(config: config_lib.RunConfig, command: str = "cv") -> None:
 
     Supported: every single-label classification recipe (image_classification,
     feature_extraction, feature_fusion, text_classification) with a classification, logistic,
-    MLP or SVM head.
+    MLP or SVM head. `tfl cv` takes `train.ema`, `train.peft` and a fixed `train.wise`, not
+    `train.wise: auto` (a fold has no validation data); `tfl compare` takes none of the three
+    (it compares the plain recipes).
 
     Example:
     >>> from tfl.config import ConfigError, defaults
@@ -95,6 +97,29 @@ def check_supported(config: config_lib.RunConfig, command: str = "cv") -> None:
             f"tfl {command} scores single-label classification, not a {config.model.head!r} head",
             f"Use model.head: one of {', '.join(SINGLE_LABEL_HEADS)}.",
         )
+    _check_fine_tuning_options(config, command)
+
+
+def _check_fine_tuning_options(config: config_lib.RunConfig, command: str) -> None:
+    """What the folds cannot do: choose α without validation data (cv); change one arm's
+    recipe (compare, which compares the plain recipes of scratch, probe and fine-tune)."""
+    t = config.train
+    if command == "cv" and t.wise == "auto":
+        raise config_lib.ConfigError(
+            "train.wise",
+            "tfl cv cannot choose alpha (auto): a fold has no validation data (the held-out "
+            "fold is never seen in training)",
+            "Give a fixed blend, e.g. --train.wise 0.5, or --train.wise null.",
+        )
+    if command == "compare":
+        for key in ("wise", "ema", "peft"):
+            if getattr(t, key) is not None:
+                raise config_lib.ConfigError(
+                    f"train.{key}",
+                    f"tfl compare trains scratch, probe and fine-tune with the same plain "
+                    f"recipe; train.{key} would change only some of them",
+                    f"Use --train.{key} null here, and tfl cv to measure train.{key}.",
+                )
 
 
 def _ranks_first(config: config_lib.RunConfig) -> bool:
@@ -223,7 +248,10 @@ def _fit_kwargs(config: config_lib.RunConfig, verbose: Any) -> dict:
     # "auto" would keep each fold's features on disk, but a fold's training subset is never
     # trained on again (only a re-run of the same study would reuse it): keep them in memory.
     cache = "memory" if config.train.cache == "auto" else config.train.cache
-    return {"cache": cache, "l2sp": config.train.l2sp, "verbose": verbose}
+    kwargs = {"cache": cache, "l2sp": config.train.l2sp, "verbose": verbose}
+    if config.train.wise is not None:  # a fixed blend (check_supported refuses "auto")
+        kwargs["wise"] = config.train.wise
+    return kwargs
 
 
 def _notes(config: config_lib.RunConfig) -> list[str]:
@@ -235,6 +263,14 @@ def _notes(config: config_lib.RunConfig) -> list[str]:
         )
     if config.train.lr_find:
         notes.append("train.lr_find is not run: every fold uses the configured rates.")
+    if config.evaluate.calibrate:
+        notes.append(
+            "evaluate.calibrate is not applied: a fold has no validation data to fit the "
+            "temperature on (accuracy and F1 would not change; ECE and log loss are "
+            "uncalibrated)."
+        )
+    if config.evaluate.tta:
+        notes.append("evaluate.tta is not applied: each fold is scored on one view per image.")
     if config.train.early_stopping_patience is not None:
         notes.append(
             "No early stopping: a fold has no validation data (the held-out fold is "
