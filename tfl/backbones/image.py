@@ -18,6 +18,7 @@ from __future__ import annotations
 import keras
 
 from tfl.backbones.build import build_application
+from tfl.backbones.cutting import cut_after_group
 from tfl.backbones.families import get_spec
 from tfl.backbones.layer_groups import group_layers
 from tfl.backbones.preprocessing import ImagePreprocessing
@@ -46,6 +47,10 @@ class ImageBackbone(keras.Model):
             updates its moving ones: what training a randomly initialised base from scratch
             needs (e.g. the scratch arm of `tfl.studies.compare_transfer`); leave its
             BatchNorm layers trainable (`tfl.unfreeze(..., train_batchnorm=True)`).
+        last_group: None (default): the whole base. A block group name (`"stage3"`, see
+            `block_groups`): the base cut after that group (`tfl.backbones.cut_after_group`),
+            a shallower base whose features are the channels there (a distillation student,
+            `tfl.backbones.shallow`).
 
     Example:
     >>> base = ImageBackbone("mobilenet_v3_small", input_shape=(32, 32, 3), weights=None)
@@ -60,6 +65,7 @@ class ImageBackbone(keras.Model):
         weights: str | None = "imagenet",
         pooling: str | None = "avg",
         inference_mode: bool = True,
+        last_group: str | None = None,
         **kwargs,
     ):
         family, variant = get_spec(architecture)
@@ -71,6 +77,8 @@ class ImageBackbone(keras.Model):
 
         # === Layers ===
         base = build_application(architecture, input_shape=input_shape, weights=weights)
+        if last_group is not None:
+            base = cut_after_group(base, family, last_group)
         preprocessing = ImagePreprocessing(family.preprocessing, name="preprocessing")
 
         # === Functional Model ===
@@ -90,7 +98,8 @@ class ImageBackbone(keras.Model):
         self.inference_mode = bool(inference_mode)
         self.family = family
         self.base = base
-        self.feature_dim = variant.feature_dim
+        self.last_group = last_group
+        self.feature_dim = variant.feature_dim if last_group is None else int(base.output.shape[-1])
 
     def call(self, inputs, training=None, mask=None):
         # Inference mode unless built for training from scratch: see the module docstring.
@@ -98,8 +107,13 @@ class ImageBackbone(keras.Model):
         return super().call(inputs, training=training, mask=mask)
 
     def block_groups(self) -> dict[str, list[keras.layers.Layer]]:
-        """The base's layers by block group (stem, stage1..n, top), bottom to top."""
-        return group_layers(self.base, self.family)
+        """The base's layers by block group (stem, stage1..n, top), bottom to top; a base cut
+        after `last_group` has the groups up to that one."""
+        groups = group_layers(self.base, self.family)
+        if self.last_group is None:
+            return groups
+        names = list(groups)
+        return {name: groups[name] for name in names[: names.index(self.last_group) + 1]}
 
     def get_config(self):
         return {
@@ -109,6 +123,7 @@ class ImageBackbone(keras.Model):
             "input_shape": self.image_shape,
             "pooling": self.pooling,
             "inference_mode": self.inference_mode,
+            **({"last_group": self.last_group} if self.last_group is not None else {}),
         }
 
     @classmethod

@@ -1,0 +1,1 @@
+"""tfl distill (draft)."""
