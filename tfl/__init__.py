@@ -76,6 +76,7 @@ from tfl.version import __version__  # noqa: E402
 _LAZY_MODULES = (
     "builders",
     "config",
+    "distill",
     "distribute",
     "evaluate",
     "export",

@@ -1,12 +1,12 @@
 """Teacher and student side by side, as they would ship: int8 TFLite on this CPU.
 
 `compare_runs(teacher_dir, student_dir)` exports each run with `tfl.export.export_run`
-(TFLite float32 and full int8, each checked against its Keras model in a fresh process: the
-parity report of `tfl export`), then runs both int8 files with the LiteRT interpreter on the
+(full-integer int8 TFLite, checked against its Keras model in a fresh process: the parity
+report of `tfl export`), then runs both int8 files with the LiteRT interpreter on the
 runs' test split (`tfl.export.latency`) and writes `comparison.json` and `comparison.md` into
 the student's run directory:
 
-- size on disk: the int8 and float32 `.tflite` files, and the parameters;
+- size on disk: the int8 `.tflite` file, and the parameters;
 - speed on this CPU: batch-1 latency (median and p90 over single examples) and throughput at
   batch 32 (examples per second, the best of three passes over the test split);
 - quality on the test split: accuracy and ECE of the int8 file, and of the Keras model;
@@ -14,8 +14,9 @@ the student's run directory:
   passed.
 
 The student's export goes to `<student>/export` (what `tfl export` writes); the teacher's to
-`<student>/comparison/teacher_export`, unless the teacher already has an int8 export newer
-than its model, which is reused (the teacher's run directory is never written).
+`<student>/comparison/teacher_export`. A run that already has an int8 export newer than its
+model (`tfl export RUN_DIR`) is not exported again; the teacher's run directory is never
+written.
 """
 
 from __future__ import annotations
@@ -23,10 +24,12 @@ from __future__ import annotations
 import json
 import os
 
+import numpy as np
+
 from tfl.evaluate.report import markdown_table
 
 COMPARISON_FILE, COMPARISON_REPORT = "comparison.json", "comparison.md"
-QUANTIZATIONS = ("float32", "int8")
+QUANTIZATIONS = ("int8",)
 
 
 def _export(run_dir: str, out_dir: str) -> dict:
@@ -49,6 +52,17 @@ def _reusable_export(run_dir: str) -> str | None:
         return None
     newer = os.path.getmtime(report) >= os.path.getmtime(os.path.join(run_dir, "model.keras"))
     return folder if newer else None
+
+
+def _exported(role: str, run_dir: str, student_dir: str) -> tuple[str, dict]:
+    """Where the run's int8 export is (reused when up to date, else written) and its report."""
+    folder = _reusable_export(run_dir)
+    if folder is not None:
+        with open(os.path.join(folder, "export.json")) as f:
+            return folder, json.load(f)
+    parts = ("export",) if role == "student" else ("comparison", "teacher_export")
+    folder = os.path.join(student_dir, *parts)
+    return folder, _export(run_dir, folder)
 
 
 def _test_split(saved):
@@ -77,8 +91,9 @@ def _measure(role: str, saved, export_dir: str, report: dict, x, y, timing: dict
 
     int8 = os.path.join(export_dir, "model_int8.tflite")
     inputs = _prepared(saved, x)
-    probs = run_tflite(int8, inputs)["probabilities"]
-    quantised = classification_metrics(y, probs)
+    probs = np.clip(run_tflite(int8, inputs)["probabilities"].astype(np.float64), 0, None)
+    # int8 outputs are quantised (a softmax's rows sum to 1 +- a step): renormalise them.
+    quantised = classification_metrics(y, probs / probs.sum(axis=1, keepdims=True))
     keras_metrics = _keras_metrics(saved, x, y)
     parity = report.get("parity", {}).get("tflite_int8", {})
     quality = next(iter(parity.get("quality", {}).values()), {})
@@ -88,7 +103,6 @@ def _measure(role: str, saved, export_dir: str, report: dict, x, y, timing: dict
         "export_dir": os.path.abspath(export_dir),
         "parameters": count_params(saved.model),
         "int8_bytes": os.path.getsize(int8),
-        "float32_bytes": os.path.getsize(os.path.join(export_dir, "model_float32.tflite")),
         **measure_tflite(int8, inputs, **timing),
         "int8_accuracy": quantised["accuracy"],
         "int8_ece": quantised["ece"],
@@ -145,16 +159,7 @@ def compare_runs(
     timing = {"batch_size": batch_size, "single": single, "repeats": repeats}
     rows = {}
     for role, saved in runs.items():
-        if role == "teacher" and _reusable_export(teacher_dir):
-            export_dir = _reusable_export(teacher_dir)
-            with open(os.path.join(export_dir, "export.json")) as f:
-                report = json.load(f)
-        else:
-            export_dir = os.path.join(
-                student_dir,
-                *(("export",) if role == "student" else ("comparison", "teacher_export")),
-            )
-            report = _export(saved.run_dir, export_dir)
+        export_dir, report = _exported(role, saved.run_dir, student_dir)
         rows[role] = _measure(role, saved, export_dir, report, x, y, timing)
     teacher, student = rows["teacher"], rows["student"]
     result = {
@@ -181,7 +186,7 @@ def format_comparison(result: dict) -> str:
 
     Example:
     >>> from tfl.distill.compare import format_comparison
-    >>> row = dict(parameters=10, int8_bytes=2e6, float32_bytes=8e6, batch1_ms_median=2.0,
+    >>> row = dict(parameters=10, int8_bytes=2e6, batch1_ms_median=2.0,
     ...            batch1_ms_p90=2.5, throughput_per_s=900.0, batch_size=32, int8_accuracy=0.9,
     ...            int8_ece=0.02, keras_accuracy=0.91, keras_ece=0.02, parity_accuracy_drop=0.01,
     ...            parity_passed=True)
@@ -208,7 +213,6 @@ def format_comparison(result: dict) -> str:
     rows = [
         ["parameters", *both(lambda v: f"{v:,}", "parameters"), ratio(s["parameters"] / t["parameters"])],
         ["int8 TFLite size", *both(mb, "int8_bytes"), ratio(r["size"])],
-        ["float32 TFLite size", *both(mb, "float32_bytes"), ratio(s["float32_bytes"] / t["float32_bytes"])],
         ["batch-1 latency (median)", *both(lambda v: f"{v:.2f} ms", "batch1_ms_median"), f"{r['batch1_speedup']:.2f}x faster"],
         ["batch-1 latency (p90)", *both(lambda v: f"{v:.2f} ms", "batch1_ms_p90"), ""],
         [f"throughput (batch {t['batch_size']})", *both(lambda v: f"{v:,.0f}/s", "throughput_per_s"), f"{r['throughput_speedup']:.2f}x"],

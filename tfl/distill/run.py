@@ -58,6 +58,7 @@ class Distillation:
         spec: the student (`shallow:<depth>` or a base name).
         run: the student's `tfl.run.Run` (its `model` is the student task model).
         comparison: after `compare()`, the side-by-side report.
+        budget: what the budget search measured (`tfl.distill.budget`), if it ran.
     """
 
     settings: DistillSettings
@@ -65,6 +66,7 @@ class Distillation:
     spec: StudentSpec
     run: run_lib.Run
     comparison: dict | None = None
+    budget: list | None = None
 
     @classmethod
     def create(cls, settings: DistillSettings) -> Distillation:
@@ -82,23 +84,25 @@ class Distillation:
         spec = teacher.check_student(settings.spec)
         output = settings.output or config_lib.run_dir(teacher.student_config(spec, None, None))
         settings = dataclasses.replace(settings, output=output)
-        recorded = _recorded_student(settings)
+        recorded, budget = _recorded_student(settings)
         if recorded is not None:
             spec = recorded  # a resumed run keeps the student it chose
         elif settings.budget_mb is not None or settings.budget_ms is not None:
             from tfl.distill.budget import choose_depth
 
-            spec = choose_depth(teacher, settings)
+            spec, budget = choose_depth(teacher, settings)
         config = teacher.student_config(spec, settings.student_weights, output)
         config, run_dir, strategy = run_lib.prepare(config)
-        _write_settings(run_dir, settings, spec)
+        _write_settings(run_dir, settings, spec, budget)
         data = builders.load_data(config, strategy, run_dir)
         _check_labels(teacher, data)
+        if settings.seed is not None:  # the student's own seed (the data keeps the teacher's)
+            keras.utils.set_random_seed(settings.seed)
         with strategy.scope():
             student = students.build_student(spec, teacher.run.model, config, data)
         task = Task.from_config(config)
         run = run_lib.Run(config, run_dir, strategy, task, data, student, [], started=started)
-        return cls(settings, teacher, spec, run)
+        return cls(settings, teacher, spec, run, budget=budget)
 
     @property
     def run_dir(self) -> str:
@@ -182,7 +186,7 @@ class Distillation:
         run.notes.extend(self.notes())
         run.model.compile()  # so that model.keras reloads ready to fine-tune further
         run.finish()
-        _write_settings(run.run_dir, self.settings, self.spec, results=self.results())
+        _write_settings(run.run_dir, self.settings, self.spec, self.budget, self.results())
         return self
 
     def notes(self) -> list[str]:
@@ -254,14 +258,14 @@ def distill(teacher: str, verbose: Any = "auto", **settings) -> Distillation:
 # === Helpers ===
 
 
-def _recorded_student(settings: DistillSettings) -> StudentSpec | None:
-    """The student of a distillation already in `settings.output` (None if there is none);
-    a `ConfigError` if it ran with other settings."""
+def _recorded_student(settings: DistillSettings) -> tuple[StudentSpec | None, list | None]:
+    """The student (and budget probes) of a distillation already in `settings.output` (None
+    if there is none); a `ConfigError` if it ran with other settings."""
     from tfl.distill.settings import parse_student
 
     path = os.path.join(settings.output, DISTILL_FILE)
     if not os.path.exists(path):
-        return None
+        return None, None
     with open(path) as f:
         saved = json.load(f)
     previous = saved.get("settings", {})
@@ -276,15 +280,15 @@ def _recorded_student(settings: DistillSettings) -> StudentSpec | None:
             "differ), so it cannot be resumed with these",
             f"Use a new --output (or none), or re-run with that distillation's settings ({path}).",
         )
-    return parse_student(saved["student"])
+    return parse_student(saved["student"]), (saved.get("budget") or {}).get("probes")
 
 
-def _write_settings(run_dir: str, settings: DistillSettings, spec: StudentSpec, results=None):
+def _write_settings(run_dir: str, settings, spec: StudentSpec, budget=None, results=None):
     recorded = settings.recorded()
     recorded["teacher"] = os.path.abspath(recorded["teacher"])
     content = {"settings": recorded, "student": str(spec)}
     if settings.budget_mb is not None or settings.budget_ms is not None:
-        content["budget"] = {"mb": settings.budget_mb, "ms": settings.budget_ms}
+        content["budget"] = {"mb": settings.budget_mb, "ms": settings.budget_ms, "probes": budget}
     if results is not None:
         content["results"] = results
     tmp = os.path.join(run_dir, DISTILL_FILE + ".tmp")

@@ -1,0 +1,206 @@
+"""Does distillation pay? Teacher vs students vs the same students without a teacher, in int8.
+
+For each modality (the default image run, and the text recipe), one teacher is trained with
+`tfl train` and exported (`tfl export --format tflite --quantize float32 int8`). Then, for
+each student size and seed, two arms run in fresh processes with the same student, data,
+schedule and epochs:
+
+- `distilled`: `tfl distill TEACHER --student S --seed K` (the teacher's softened outputs and
+  the labels, `--alpha` / `--temperature`);
+- `no teacher`: the same command with `--alpha 1`: the labels alone (Keras' Distiller then
+  never calls the teacher).
+
+Each arm's student is exported to int8 TFLite and compared with the teacher by `tfl distill`
+itself (`comparison.json`: int8 size, LiteRT batch-1 latency and batch-32 throughput on this
+CPU, int8 and Keras accuracy and ECE on the test split). The script prints a table of mean ±
+std over seeds (sample std), the paired difference distilled - no teacher per size, and writes
+`benchmarks/results/distill.json`. An arm whose `comparison.json` exists is not run again, so
+an interrupted benchmark resumes.
+
+Run (2-core CPU; the numbers in the README came from these commands):
+
+    python benchmarks/distill.py --modality image --seeds 0 1 2
+    python benchmarks/distill.py --modality text --seeds 0 1 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+PYTHON = sys.executable
+
+# What each modality trains: its teacher (`tfl train` flags) and its two student sizes.
+SETUPS = {
+    "image": {
+        "teacher": [],  # `tfl train`: MobileNetV2 (torchvision ImageNet weights), MNIST-5k
+        "students": ["shallow:stage3", "shallow:stage2"],
+        "epochs": 10,
+    },
+    "text": {
+        # The text recipe (all-MiniLM-L6-v2 on movie-review sentences), on a shorter budget:
+        # 250 / 100 / 250 sentences per class and 1 + 2 epochs (the recipe: 500 / 250 / 500,
+        # 1 + 3), so that 12 distillations fit in an hour on 2 cores.
+        "teacher": [
+            "--recipe",
+            "text_classification",
+            "--data.max-per-class",
+            "{train: 250, validation: 100, test: 250}",
+            "--epochs-finetune",
+            "2",
+        ],
+        "students": ["shallow:3", "shallow:1"],
+        "epochs": 3,
+    },
+}
+ARMS = {"distilled": None, "no teacher": 1.0}
+
+
+def _tfl(*args: str, log: str) -> float:
+    """`python -m tfl.cli ARGS` in a fresh process (output to `log`); its wall seconds."""
+    start = time.perf_counter()
+    with open(log, "w") as f:
+        done = subprocess.run(
+            [PYTHON, "-m", "tfl.cli", *args], stdout=f, stderr=subprocess.STDOUT, check=False
+        )
+    if done.returncode != 0:
+        raise RuntimeError(f"tfl {' '.join(args)} failed (exit {done.returncode}); see {log}")
+    return time.perf_counter() - start
+
+
+def _teacher(work: str, setup: dict) -> dict:
+    run_dir = os.path.join(work, "teacher")
+    if not os.path.exists(os.path.join(run_dir, "evaluation.json")):
+        print(f"Training the teacher into {run_dir}...", flush=True)
+        _tfl("train", *setup["teacher"], "--output", run_dir, log=run_dir + ".train.log")
+    if not os.path.exists(os.path.join(run_dir, "export", "model_int8.tflite")):
+        print("Exporting the teacher (TFLite float32 and int8)...", flush=True)
+        flags = ["--format", "tflite", "--quantize", "float32", "int8"]
+        _tfl("export", run_dir, *flags, log=run_dir + ".export.log")
+    return {"run_dir": run_dir}
+
+
+def _arm(work: str, teacher: str, student: str, arm: str, seed: int, args, setup) -> dict:
+    name = f"{student.replace(':', '-')}_{arm.replace(' ', '-')}_seed{seed}"
+    out = os.path.join(work, name)
+    path = os.path.join(out, "comparison.json")
+    if not os.path.exists(path):
+        print(f"  {student} {arm} seed {seed}...", flush=True)
+        flags = ["--student", student, "--seed", str(seed), "--epochs", str(setup["epochs"])]
+        flags += ["--temperature", str(args.temperature)]
+        flags += ["--alpha", str(ARMS[arm] if ARMS[arm] is not None else args.alpha)]
+        seconds = _tfl("distill", teacher, *flags, "--output", out, log=out + ".log")
+        with open(os.path.join(out, "seconds.json"), "w") as f:
+            json.dump({"seconds": seconds}, f)
+    with open(path) as f:
+        comparison = json.load(f)
+    with open(os.path.join(out, "seconds.json")) as f:
+        seconds = json.load(f)["seconds"]
+    return {"run_dir": out, "seconds": round(seconds, 1), **comparison}
+
+
+def _stats(values: list[float]) -> dict:
+    values = [float(v) for v in values]
+    std = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+    return {"mean": float(np.mean(values)), "std": std, "values": values}
+
+
+ROW_KEYS = ("int8_accuracy", "keras_accuracy", "int8_ece", "int8_bytes", "batch1_ms_median")
+ROW_KEYS += ("throughput_per_s", "parameters")
+
+
+def _summary(runs: dict[str, dict[str, list[dict]]], teacher_rows: list[dict]) -> dict:
+    table = {"teacher": {k: _stats([r[k] for r in teacher_rows]) for k in ROW_KEYS}}
+    differences = {}
+    for student, arms in runs.items():
+        for arm, rows in arms.items():
+            table[f"{student} {arm}"] = {
+                k: _stats([r["student"][k] for r in rows]) for k in ROW_KEYS
+            }
+        paired = [
+            d["student"]["int8_accuracy"] - n["student"]["int8_accuracy"]
+            for d, n in zip(arms["distilled"], arms["no teacher"], strict=True)
+        ]
+        differences[student] = _stats(paired)
+    return {"table": table, "distilled_minus_no_teacher_int8_accuracy": differences}
+
+
+def _print(summary: dict, modality: str) -> None:
+    print(f"\n{modality}: mean ± std over seeds (test split; int8 TFLite, LiteRT, this CPU)")
+    head = "| model | int8 accuracy | Keras accuracy | int8 ECE | int8 size | batch-1 ms | per s |"
+    print(head + "\n|---|---|---|---|---|---|---|")
+    for name, row in summary["table"].items():
+
+        def ms(key, fmt="{:.4f}"):
+            s = row[key]
+            return f"{fmt.format(s['mean'])} ± {fmt.format(s['std'])}"
+
+        print(
+            f"| {name} | {ms('int8_accuracy')} | {ms('keras_accuracy')} | {ms('int8_ece')} | "
+            f"{row['int8_bytes']['mean'] / 1e6:.2f} MB | {row['batch1_ms_median']['mean']:.2f} | "
+            f"{row['throughput_per_s']['mean']:.0f} |"
+        )
+    for student, d in summary["distilled_minus_no_teacher_int8_accuracy"].items():
+        print(f"{student}: distilled - no teacher = {d['mean']:+.4f} ± {d['std']:.4f}")
+
+
+def run_modality(modality: str, args) -> dict:
+    setup = SETUPS[modality]
+    work = os.path.join(args.work, modality)
+    os.makedirs(work, exist_ok=True)
+    teacher = _teacher(work, setup)["run_dir"]
+    runs: dict[str, dict[str, list[dict]]] = {}
+    for student in setup["students"]:
+        runs[student] = {
+            arm: [_arm(work, teacher, student, arm, seed, args, setup) for seed in args.seeds]
+            for arm in ARMS
+        }
+    teacher_rows = [r["teacher"] for arms in runs.values() for rows in arms.values() for r in rows]
+    summary = _summary(runs, teacher_rows)
+    _print(summary, modality)
+    return {
+        "setup": {**setup, "seeds": args.seeds, "alpha": args.alpha, "T": args.temperature},
+        "teacher_run": teacher,
+        **summary,
+        "runs": runs,
+    }
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--modality", choices=("image", "text", "both"), default="both")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--alpha", type=float, default=0.5)
+    parser.add_argument("--temperature", type=float, default=4.0)
+    parser.add_argument("--work", default=os.path.join("runs", "bench-distill"))
+    parser.add_argument("--output", default=os.path.join(HERE, "results", "distill.json"))
+    args = parser.parse_args(argv)
+    result = {}
+    if os.path.exists(args.output):
+        with open(args.output) as f:
+            result = json.load(f)
+    modalities = ("image", "text") if args.modality == "both" else (args.modality,)
+    for modality in modalities:
+        result[modality] = run_modality(modality, args)
+        result["machine"] = {
+            "platform": platform.platform(),
+            "cpu_count": os.cpu_count(),
+            "load_average_at_end": os.getloadavg(),
+        }
+        os.makedirs(os.path.dirname(args.output), exist_ok=True)
+        with open(args.output, "w") as f:
+            json.dump(result, f, indent=2)
+        print(f"Wrote {args.output}")
+    return result
+
+
+if __name__ == "__main__":
+    main()
