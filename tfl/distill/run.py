@@ -184,7 +184,10 @@ class Distillation:
         """Evaluate the student on the test split and write its run directory."""
         run = self.run
         run.notes.extend(self.notes())
-        run.model.compile()  # so that model.keras reloads ready to fine-tune further
+        # Compiled, its optimizer built: model.keras reloads ready to train further (an
+        # unbuilt optimizer would be saved without its slots, and Keras warns on loading).
+        run.model.compile()
+        run.model.optimizer.build(run.model.trainable_variables)
         run.finish()
         _write_settings(run.run_dir, self.settings, self.spec, self.budget, self.results())
         return self
