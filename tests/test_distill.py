@@ -8,15 +8,18 @@ import keras_hub
 import numpy as np
 import pytest
 import tensorflow as tf
-from helpers import images
+from helpers import TEXT_LABELS, TEXTS, images, tiny_bert, tiny_bert_preprocessor
 
 import tfl
 from tfl import builders, cli
 from tfl import config as config_lib
 from tfl.backbones.cutting import cut_after_group
 from tfl.backbones.shallow import shallow_bert, shallow_copy
+from tfl.data import BadInputReport, DataSplits, LabelMap
 from tfl.distill import losses
 from tfl.distill.run import Distillation
+from tfl.distill.settings import StudentSpec
+from tfl.distill.students import build_student
 
 TINY_DATA = {
     "image_size": 32,
@@ -64,6 +67,24 @@ def test_a_shallow_bert_keeps_evenly_spaced_teacher_layers():
             strict=True,
         ):
             np.testing.assert_array_equal(a, b)
+
+
+def test_a_shallow_text_student_reads_the_teachers_tokens_and_starts_from_its_head():
+    teacher = tfl.TextClassifier(tiny_bert(), 2, preprocessor=tiny_bert_preprocessor())
+    config = config_lib.validate(config_lib.defaults("text_classification"))
+    data = DataSplits(None, None, None, LabelMap(["neg", "pos"]), BadInputReport())
+    student = build_student(StudentSpec("shallow", 1), teacher, config, data)
+    assert student.backbone.num_layers == 1 and student.preprocessor is teacher.preprocessor
+    for a, b in zip(student.head.get_weights(), teacher.head.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)  # same width: the teacher's head is the start
+    # The Distiller feeds both the same token ids (a dict of inputs); the teacher teaches.
+    student.head.set_weights([np.zeros_like(w) for w in student.head.get_weights()])
+    teacher.head.output_dense.bias.assign([2.0, -2.0])
+    distiller = losses.make_distiller(teacher, student, temperature=2.0, alpha=0.5)
+    losses.compile_distiller(distiller, 1e-2)
+    tokens = teacher.preprocessor(TEXTS)
+    loss = float(distiller.compute_loss(tokens, TEXT_LABELS, distiller(tokens)))
+    assert np.isfinite(loss) and float(distiller.distillation_loss_tracker.result()) > 0
 
 
 # === The loss ===

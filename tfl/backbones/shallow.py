@@ -128,8 +128,9 @@ def depths(backbone) -> list[int | str]:
     image base (every group but the last, top down).
 
     Example:
-    >>> depths(ImageBackbone("mobilenet_v3_small", (32, 32, 3), weights=None))
-    ['stage3', 'stage2', 'stage1', 'stem']
+    >>> depths(keras_hub.models.BertBackbone(10, num_layers=4, num_heads=2, hidden_dim=4,
+    ...                                      intermediate_dim=8, max_sequence_length=8))
+    [3, 2, 1]
     """
     if isinstance(backbone, ImageBackbone):
         return list(backbone.block_groups())[:-1][::-1]

@@ -70,8 +70,8 @@ def add_distill(sub) -> None:
         type=_number,
         default="auto",
         metavar="LR",
-        help="peak rate of warm-up + cosine decay (default auto: 1e-4 image, 5e-5 text, 1e-3 "
-        "from random weights; the new head 10x)",
+        help="peak rate of warm-up + cosine decay (default auto: 1e-3 image, 1e-4 text; the "
+        "head 10x unless the student starts from random weights)",
     )
     parser.add_argument(
         "--seed", type=_integer, default=None, help="student seed (default: the teacher's)"

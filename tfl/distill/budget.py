@@ -33,7 +33,7 @@ def probe(spec: StudentSpec, teacher, data, work: str) -> dict:
     from tfl.export.latency import measure_tflite
     from tfl.export.signatures import describe_inputs
 
-    config = teacher.student_config(spec, None, None)
+    config = teacher.student_config(spec)
     student = build_student(spec, teacher.run.model, config, data)
     x, _ = collect_examples(data.train, max(CALIBRATION_EXAMPLES, LATENCY_EXAMPLES))
     pairs = teacher.run.text_pairs

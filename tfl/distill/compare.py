@@ -193,7 +193,7 @@ def format_comparison(result: dict) -> str:
     >>> result = {"teacher": row, "student": row, "examples": 100,
     ...           "ratios": {"size": 1.0, "batch1_speedup": 1.0, "throughput_speedup": 1.0,
     ...                      "accuracy_kept": 1.0}}
-    >>> print(format_comparison(result).splitlines()[4])
+    >>> print(format_comparison(result).splitlines()[5])
     | int8 TFLite size | 2.00 MB | 2.00 MB | 1.00x |
     """
     t, s, r = result["teacher"], result["student"], result["ratios"]

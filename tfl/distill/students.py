@@ -41,18 +41,21 @@ def build_student(
     """
     import tfl
 
+    scratch = spec.kind != SHALLOW and config.model.weights == "none"
     if spec.kind == SHALLOW:
         student = _shallow_student(spec.depth, teacher_model, config, len(data.labels))
-        return tfl.unfreeze(student, top_n="all")
-    if builders.is_text(config):
+    elif builders.is_text(config):
         student = _text_student(spec.name, teacher_model, config, len(data.labels))
     else:
         student = builders.build_model(config, data)
-    scratch = config.model.weights == "none"
     if scratch:
         for layer in _batchnorms(student):
             layer.momentum = SCRATCH_BATCHNORM_MOMENTUM
-    return tfl.unfreeze(student, top_n="all", train_batchnorm=scratch)
+    tfl.unfreeze(student, top_n="all", train_batchnorm=scratch)
+    # A task's compile() also freezes weights its graph never uses (BERT's pooler under mean
+    # pooling), which would otherwise get no gradient in the Distiller.
+    student.compile()
+    return student
 
 
 def _head(config: RunConfig) -> str:

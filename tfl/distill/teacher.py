@@ -139,7 +139,7 @@ class Teacher:
         return (f"received {str(spec)!r}, but {what}", f"Use one of {choices}.")
 
     def student_config(
-        self, spec: StudentSpec, weights: str | None, output: str | None
+        self, spec: StudentSpec, weights: str | None = "pretrained", output: str | None = None
     ) -> config_lib.RunConfig:
         """The student run's configuration: the teacher's data and task settings, the
         student's base (a shallow student keeps the teacher's base name: `distill.json` says
@@ -148,10 +148,10 @@ class Teacher:
         name = f"{config.name}-distilled"
         if spec.kind == SHALLOW:
             return dataclasses.replace(config, name=name, output=output)
-        recipe = "image_classification" if self.base_kind == "fusion" else config.recipe
-        weights = (
-            "imagenet" if weights == "pretrained" and recipe != "text_classification" else weights
-        )
+        recipe = config.recipe
+        if self.base_kind == "fusion":  # a one-base student: the one-base image recipe
+            kinds = config_lib.RECIPE_KINDS.values()
+            recipe = next(k.name for k in kinds if k.model == "image" and k.schedules is None)
         model = dataclasses.replace(config.model, base=spec.name, weights=weights, fusion="concat")
         student = dataclasses.replace(config, recipe=recipe, name=name, output=output, model=model)
         try:
