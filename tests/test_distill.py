@@ -198,6 +198,8 @@ def test_the_student_run_directory_works_with_evaluate_predict_and_export(
     with open(os.path.join(out, "distill.json")) as f:
         record = json.load(f)
     assert record["student"] == "shallow:stage2" and record["settings"]["alpha"] == 0.5
+    with open(os.path.join(out, "report.md")) as f:
+        assert "| `distill.student` | shallow:stage2 |" in f.read()
     student = keras.saving.load_model(os.path.join(out, "model.keras"))
     assert student.backbone.last_group == "stage2"
     teacher = keras.saving.load_model(os.path.join(teacher_run, "model.keras"))

@@ -7,6 +7,8 @@
 - `families`: the registry (`get_spec`, `register_family`, `list_backbones`, ...).
 - `build`: `build_application` and `check_input_size`, the one check of minimum input sizes.
 - `layer_groups`: `group_layers`, a base's layers by block group.
+- `cutting`: `cut_after_group`, a base cut after one of its block groups.
+- `shallow`: shallower copies of a base initialised from its layers (distillation students).
 - `torchvision`: torchvision's ImageNet MobileNetV2, read offline without torch.
 - `text`: keras-hub BERT backbones, tokenizers and preprocessors, `MeanPooling` (text
   *bases*; text *data* is `tfl.data.text`).
@@ -18,6 +20,7 @@ Example:
 """
 
 from tfl.backbones.build import build_application, check_input_size
+from tfl.backbones.cutting import cut_after_group
 from tfl.backbones.families import (
     get_family,
     get_spec,
@@ -42,6 +45,7 @@ __all__ = [
     "Variant",
     "build_application",
     "check_input_size",
+    "cut_after_group",
     "get_family",
     "get_spec",
     "group_layers",

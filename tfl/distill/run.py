@@ -157,7 +157,9 @@ class Distillation:
         peak = self.learning_rate()
         if steps:
             total = steps * self.settings.epochs
-            peak = WarmupDecay(peak, total_steps=total, warmup_steps=min(steps, total))
+            # Warm up for one epoch (a tenth of the run when it has fewer than 3 epochs).
+            warmup = steps if self.settings.epochs >= 3 else total // 10
+            peak = WarmupDecay(peak, total_steps=total, warmup_steps=warmup)
         multipliers = None
         if self.run.config.model.weights != "none" or self.spec.kind == "shallow":
             multipliers = {"head": HEAD_LR_MULTIPLIER}
@@ -193,7 +195,27 @@ class Distillation:
         run.model.optimizer.build(run.model.trainable_variables)
         run.finish()
         _write_settings(run.run_dir, self.settings, self.spec, self.budget, self.results())
+        self._write_report()
         return self
+
+    def _write_report(self) -> None:
+        """report.md again, with the distillation's settings instead of the teacher's `train:`
+        section (`Run.finish` wrote the teacher's run configuration)."""
+        from tfl.evaluate import write_report
+
+        run, config = self.run, config_lib.to_dict(self.run.config)
+        settings = {**self.settings.recorded(), "student": str(self.spec)}
+        settings["teacher"] = os.path.abspath(settings["teacher"])
+        write_report(
+            run.run_dir,
+            title=f"distillation: {run.config.name}",
+            config={"distill": settings, **{k: config[k] for k in ("data", "model", "evaluate")}},
+            metrics=run.metrics or None,
+            history=os.path.join(run.run_dir, "history.csv"),
+            phases=run.history.phases,
+            data_info=run.data.info,
+            notes=[*run.notes, f"Total time: {run.seconds:.0f} s."],
+        )
 
     def notes(self) -> list[str]:
         """The report's lines about the distillation."""
@@ -206,8 +228,8 @@ class Distillation:
             "keras.distillation.Distiller + LogitsDistillation: temperature "
             f"{s.temperature:g}, alpha {s.alpha:g} (weight of the true labels; 1 = no teacher), "
             f"{s.epochs} epochs, peak learning rate {self.learning_rate():g}.",
-            "config.yaml holds the teacher's data and task settings (the same splits); its "
-            "train: section is the teacher's. The distillation's settings are in distill.json.",
+            "config.yaml holds the teacher's data and task settings (the same splits; its "
+            "train: section is the teacher's); the distillation's settings are in distill.json.",
         ]
 
     def results(self) -> dict:
