@@ -10,12 +10,15 @@ schedule and epochs:
 - `no teacher`: the same command with `--alpha 1`: the labels alone (Keras' Distiller then
   never calls the teacher).
 
-Each arm's student is exported to int8 TFLite and compared with the teacher by `tfl distill`
-itself (`comparison.json`: int8 size, LiteRT batch-1 latency and batch-32 throughput on this
-CPU, int8 and Keras accuracy and ECE on the test split). The script prints a table of mean ±
-std over seeds (sample std), the paired difference distilled - no teacher per size, and writes
-`benchmarks/results/distill.json`. An arm whose `comparison.json` exists is not run again, so
-an interrupted benchmark resumes.
+Every arm is evaluated on the test split (Keras accuracy and ECE, `evaluation.json`); the
+arms of the `--compare-seeds` (default: seed 0) are also exported to int8 TFLite and compared
+with the teacher by `tfl distill` itself (`comparison.json`: int8 size, LiteRT batch-1
+latency and batch-32 throughput on this CPU, int8 accuracy and ECE): size and speed depend
+only on the architecture, and an int8 export takes minutes on a shared 2-core machine. The
+script prints a table (accuracy: mean ± std over seeds, sample std; int8 columns: the compare
+seeds), the paired difference distilled - no teacher per student, and writes
+`benchmarks/results/distill.json`. A finished arm is not run again, so an interrupted
+benchmark resumes (an arm killed mid-training resumes from its backup).
 
 Run (2-core CPU; the numbers in the README came from these commands):
 
@@ -93,24 +96,46 @@ def _teacher(work: str, setup: dict) -> dict:
     return {"run_dir": run_dir}
 
 
+def _finished(out: str, compare: bool) -> dict | None:
+    """The arm's `distill.json` once it has results (and `comparison.json` if asked)."""
+    path = os.path.join(out, "distill.json")
+    if not os.path.exists(path) or (compare and not os.path.exists(out + "/comparison.json")):
+        return None
+    with open(path) as f:
+        record = json.load(f)
+    return record if "results" in record else None
+
+
 def _arm(work: str, teacher: str, student: str, arm: str, seed: int, args, setup) -> dict:
     name = f"{student.replace(':', '-')}_{arm.replace(' ', '-')}_seed{seed}"
     out = os.path.join(work, name)
-    path = os.path.join(out, "comparison.json")
-    if not os.path.exists(path):
+    compare = seed in args.compare_seeds
+    if _finished(out, compare) is None:
         print(f"  {student} {arm} seed {seed}...", flush=True)
         flags = ["--student", student, *setup["students"][student], "--seed", str(seed)]
-        flags += ["--epochs", str(setup["epochs"])]
-        flags += ["--temperature", str(args.temperature)]
+        flags += ["--epochs", str(setup["epochs"]), "--temperature", str(args.temperature)]
         flags += ["--alpha", str(ARMS[arm] if ARMS[arm] is not None else args.alpha)]
+        flags += [] if compare else ["--no-compare"]
         seconds = _tfl("distill", teacher, *flags, "--output", out, log=out + ".log")
         with open(os.path.join(out, "seconds.json"), "w") as f:
             json.dump({"seconds": seconds}, f)
-    with open(path) as f:
-        comparison = json.load(f)
-    with open(os.path.join(out, "seconds.json")) as f:
-        seconds = json.load(f)["seconds"]
-    return {"run_dir": out, "seconds": round(seconds, 1), **comparison}
+    record = _finished(out, compare)
+    with open(os.path.join(out, "evaluation.json")) as f:
+        evaluation = json.load(f)
+    row = {
+        "run_dir": out,
+        "seed": seed,
+        "keras_accuracy": evaluation["accuracy"],
+        "keras_ece": evaluation["ece"],
+        "parameters": record["results"]["student"]["parameters"],
+    }
+    if os.path.exists(os.path.join(out, "seconds.json")):
+        with open(os.path.join(out, "seconds.json")) as f:
+            row["seconds"] = round(json.load(f)["seconds"], 1)
+    if compare:
+        with open(os.path.join(out, "comparison.json")) as f:
+            row["comparison"] = json.load(f)
+    return row
 
 
 def _stats(values: list[float]) -> dict:
@@ -119,44 +144,60 @@ def _stats(values: list[float]) -> dict:
     return {"mean": float(np.mean(values)), "std": std, "values": values}
 
 
-ROW_KEYS = ("int8_accuracy", "keras_accuracy", "int8_ece", "int8_bytes", "batch1_ms_median")
-ROW_KEYS += ("throughput_per_s", "parameters")
+INT8_KEYS = ("int8_accuracy", "int8_ece", "int8_bytes", "batch1_ms_median", "throughput_per_s")
 
 
-def _summary(runs: dict[str, dict[str, list[dict]]], teacher_rows: list[dict]) -> dict:
-    table = {"teacher": {k: _stats([r[k] for r in teacher_rows]) for k in ROW_KEYS}}
+def _row(rows: list[dict], role: str = "student") -> dict:
+    """Accuracy over all seeds; the int8 columns over the compare seeds."""
+    compared = [r["comparison"][role] for r in rows if "comparison" in r]
+    row = {k: _stats([c[k] for c in compared]) for k in INT8_KEYS} if compared else {}
+    if role == "student":
+        row.update({k: _stats([r[k] for r in rows]) for k in ("keras_accuracy", "keras_ece")})
+        row["parameters"] = rows[0]["parameters"]
+    else:
+        row.update({k: _stats([c[k] for c in compared]) for k in ("keras_accuracy", "keras_ece")})
+        row["parameters"] = compared[0]["parameters"]
+    return row
+
+
+def _summary(runs: dict[str, dict[str, list[dict]]]) -> dict:
+    every = [r for arms in runs.values() for rows in arms.values() for r in rows]
+    table = {"teacher": _row(every, "teacher")}
     differences = {}
     for student, arms in runs.items():
         for arm, rows in arms.items():
-            table[f"{student} {arm}"] = {
-                k: _stats([r["student"][k] for r in rows]) for k in ROW_KEYS
-            }
+            table[f"{student} {arm}"] = _row(rows)
         paired = [
-            d["student"]["int8_accuracy"] - n["student"]["int8_accuracy"]
+            d["keras_accuracy"] - n["keras_accuracy"]
             for d, n in zip(arms["distilled"], arms["no teacher"], strict=True)
         ]
         differences[student] = _stats(paired)
-    return {"table": table, "distilled_minus_no_teacher_int8_accuracy": differences}
+    return {"table": table, "distilled_minus_no_teacher_accuracy": differences}
 
 
 def _print(summary: dict, modality: str) -> None:
-    print(f"\n{modality}: mean ± std over seeds (test split; int8 TFLite, LiteRT, this CPU)")
-    head = "| model | int8 accuracy | Keras accuracy | int8 ECE | int8 size | batch-1 ms | per s |"
-    print(head + "\n|---|---|---|---|---|---|---|")
+    print(
+        f"\n{modality}: test split; accuracy mean ± std over seeds; int8 TFLite, LiteRT, this CPU"
+    )
+    print("| model | parameters | accuracy | ECE | int8 accuracy | int8 size | batch-1 ms | /s |")
+    print("|---|---|---|---|---|---|---|---|")
 
-    def ms(row, key, fmt="{:.4f}"):
-        s = row[key]
-        return f"{fmt.format(s['mean'])} ± {fmt.format(s['std'])}"
+    def ms(row, key):
+        return f"{row[key]['mean']:.4f} ± {row[key]['std']:.4f}"
 
     for name, row in summary["table"].items():
-        print(
-            f"| {name} | {ms(row, 'int8_accuracy')} | {ms(row, 'keras_accuracy')} | "
-            f"{ms(row, 'int8_ece')} | "
-            f"{row['int8_bytes']['mean'] / 1e6:.2f} MB | {row['batch1_ms_median']['mean']:.2f} | "
-            f"{row['throughput_per_s']['mean']:.0f} |"
+        int8 = (
+            f"{row['int8_accuracy']['mean']:.4f} | {row['int8_bytes']['mean'] / 1e6:.2f} MB | "
+            f"{row['batch1_ms_median']['mean']:.2f} | {row['throughput_per_s']['mean']:.0f}"
+            if "int8_accuracy" in row
+            else "n/a | n/a | n/a | n/a"
         )
-    for student, d in summary["distilled_minus_no_teacher_int8_accuracy"].items():
-        print(f"{student}: distilled - no teacher = {d['mean']:+.4f} ± {d['std']:.4f}")
+        print(
+            f"| {name} | {row['parameters']:,} | {ms(row, 'keras_accuracy')} | "
+            f"{ms(row, 'keras_ece')} | {int8} |"
+        )
+    for student, d in summary["distilled_minus_no_teacher_accuracy"].items():
+        print(f"{student}: distilled - no teacher = {d['mean']:+.4f} ± {d['std']:.4f} (paired)")
 
 
 def run_modality(modality: str, args) -> dict:
@@ -170,11 +211,16 @@ def run_modality(modality: str, args) -> dict:
             arm: [_arm(work, teacher, student, arm, seed, args, setup) for seed in args.seeds]
             for arm in ARMS
         }
-    teacher_rows = [r["teacher"] for arms in runs.values() for rows in arms.values() for r in rows]
-    summary = _summary(runs, teacher_rows)
+    summary = _summary(runs)
     _print(summary, modality)
     return {
-        "setup": {**setup, "seeds": args.seeds, "alpha": args.alpha, "T": args.temperature},
+        "setup": {
+            **setup,
+            "seeds": args.seeds,
+            "compare_seeds": args.compare_seeds,
+            "alpha": args.alpha,
+            "T": args.temperature,
+        },
         "teacher_run": teacher,
         **summary,
         "runs": runs,
@@ -185,6 +231,7 @@ def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--modality", choices=("image", "text", "both"), default="both")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--compare-seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--alpha", type=float, default=0.5)
     parser.add_argument("--temperature", type=float, default=4.0)
     parser.add_argument("--work", default=os.path.join("runs", "bench-distill"))
