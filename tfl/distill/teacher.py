@@ -143,9 +143,14 @@ class Teacher:
     ) -> config_lib.RunConfig:
         """The student run's configuration: the teacher's data and task settings, the
         student's base (a shallow student keeps the teacher's base name: `distill.json` says
-        where it was cut), `output`, and the name `<teacher name>-distilled`."""
+        where it was cut), `output`, and the name `<teacher name>-distilled`. A teacher trained
+        by several workers is distilled on one machine (`runtime.strategy: auto`)."""
         config = self.config
         name = f"{config.name}-distilled"
+        if config.runtime.strategy == "multi_worker":  # a distillation runs on one machine
+            config = dataclasses.replace(
+                config, runtime=dataclasses.replace(config.runtime, strategy="auto")
+            )
         if spec.kind == SHALLOW:
             return dataclasses.replace(config, name=name, output=output)
         recipe = config.recipe
