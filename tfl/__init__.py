@@ -83,6 +83,7 @@ _LAZY_MODULES = (
     "builders",
     "calibration",
     "config",
+    "distill",
     "distribute",
     "evaluate",
     "export",

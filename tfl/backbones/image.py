@@ -106,8 +106,13 @@ class ImageBackbone(keras.Model):
         return super().call(inputs, training=training, mask=mask)
 
     def block_groups(self) -> dict[str, list[keras.layers.Layer]]:
-        """The base's layers by block group (stem, stage1..n, top), bottom to top."""
-        return group_layers(self.base, self.family)
+        """The base's layers by block group (stem, stage1..n, top), bottom to top; a base cut
+        after a group (`cut`) has the groups up to that one."""
+        groups = group_layers(self.base, self.family)
+        if self.cut is None:
+            return groups
+        names = list(groups)
+        return {name: groups[name] for name in names[: names.index(self.cut) + 1]}
 
     def get_config(self):
         return {

@@ -21,6 +21,8 @@ The other commands:
 - `tfl export RUN_DIR [--format ...] [--quantize ...]`: `.keras`, SavedModel (image bytes or
   raw text in, preprocessing inside) and TFLite, each checked against the Keras model in a
   fresh process without tfl (`tfl.export`).
+- `tfl distill RUN_DIR [--student S] [--temperature T] [--alpha A] [--epochs N]`: a smaller
+  student trained on the run's teacher, then both compared in int8 TFLite (`tfl.distill`).
 
 Exit codes: 0 done, 2 bad usage or configuration (one message on stderr, nothing started),
 1 a failure while running (no traceback unless `--debug`)."""
@@ -33,7 +35,7 @@ import os
 import sys
 import warnings
 
-from tfl.cli import exporting, studies, training
+from tfl.cli import distilling, exporting, studies, training
 from tfl.cli.common import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
 
 # Each command's parser (which sets its handler), in the order `tfl --help` lists them.
@@ -45,6 +47,7 @@ _COMMANDS = (
     studies.add_rank,
     training.add_predict,
     exporting.add_export,
+    distilling.add_distill,
 )
 
 
