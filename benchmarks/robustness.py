@@ -25,6 +25,9 @@ over seeds.
     python benchmarks/robustness.py --modality image --seeds 0 1 2
     python benchmarks/robustness.py --modality text --seeds 0 1 2
     python benchmarks/robustness.py --modality image --summary     # the table from saved runs
+
+Arms already in the results file are skipped (an interrupted benchmark resumes; --rerun
+runs them again).
 """
 
 from __future__ import annotations
@@ -276,13 +279,18 @@ def format_table(table: dict, shifted: list[str]) -> str:
     return "\n".join(lines) + f"\n\n(mean ± std over {n} seeds)"
 
 
-def orchestrate(modality: str, seeds: list[int], arms: list[str], python: str) -> None:
+def orchestrate(
+    modality: str, seeds: list[int], arms: list[str], python: str, rerun: bool = False
+) -> None:
     saved = _load(modality)
     with tempfile.TemporaryDirectory(prefix="tfl-robustness-") as work:
         env = dict(os.environ, TFL_CACHE_DIR=os.path.join(work, "cache"))
         env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+        done = {(r["arm"], r["seed"]) for r in saved["runs"]}
         for seed in seeds:
             for arm in arms:
+                if (arm, seed) in done and not rerun:  # an interrupted benchmark resumes
+                    continue
                 out = os.path.join(work, f"{arm}-{seed}.json")
                 command = [python, os.path.abspath(__file__), "--worker", modality, arm]
                 command += [str(seed), out]
@@ -303,6 +311,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--arms", nargs="+", choices=ARMS, default=list(ARMS))
     parser.add_argument("--python", default=sys.executable, help="the interpreter with tfl")
     parser.add_argument("--summary", action="store_true", help="only print the saved table")
+    parser.add_argument("--rerun", action="store_true", help="run arms already saved again")
     parser.add_argument("--worker", nargs=4, metavar=("MODALITY", "ARM", "SEED", "OUT"))
     args = parser.parse_args(argv)
     if args.worker:
@@ -314,7 +323,7 @@ def main(argv: list[str] | None = None) -> dict:
             json.dump(record, f)
         return record
     if not args.summary:
-        orchestrate(args.modality, args.seeds, args.arms, args.python)
+        orchestrate(args.modality, args.seeds, args.arms, args.python, args.rerun)
     saved = _load(args.modality)
     saved["summary"] = summarise(saved)
     _save(args.modality, saved)
