@@ -111,13 +111,14 @@ METADATA = {
 
 def offline_assets(makefile: Path = ROOT / "Makefile") -> str:
     """The pinned offline assets that `make assets` installs (the Makefile's `ASSETS :=`)."""
-    match = re.search(r"^ASSETS\s*:=\s*(.+)$", makefile.read_text(), flags=re.MULTILINE)
+    text = makefile.read_text().replace("\\\n", " ")  # continuation lines joined
+    match = re.search(r"^ASSETS\s*:=\s*(.+)$", text, flags=re.MULTILINE)
     if match is None:
         raise ValueError(
             f"Received a Makefile without an `ASSETS := ...` line ({makefile}); expected the "
             "offline assets `make assets` installs, e.g. `ASSETS := name==1.0 other==2.0`."
         )
-    return match.group(1).strip()
+    return " ".join(match.group(1).split())
 
 
 def notebook_from_recipe(recipe: Path, assets: str) -> nbformat.NotebookNode:

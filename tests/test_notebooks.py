@@ -2,6 +2,7 @@ import base64
 import importlib.util
 import json
 import os
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -272,7 +273,9 @@ def test_notebook_runs_offline_with_smoke(name, tmp_path, kernel_specs):
     assert (run_dir / "model.keras").stat().st_size > 0
     # The display cell shows the run's plots: the bytes of the files in the run directory.
     shown = outputs_of(notebook.cells[-1], "image/png")
-    plots = [run_dir / "history.png", run_dir / "evaluation_confusion.png"]
+    linked = re.findall(r"!\[[^\]]*\]\(([^)\s]+\.png)\)", (run_dir / "report.md").read_text())
+    plots = [run_dir / name for name in linked]
+    assert {"history.png", "evaluation_confusion.png"} <= set(linked)
     expected = {base64.b64encode(p.read_bytes()).decode() for p in plots}
     assert {s.strip() for s in shown} == expected
     assert outputs_of(notebook.cells[-1], "text/markdown")[0].startswith(f"# {name}")

@@ -124,8 +124,13 @@ def candidates(config: config_lib.RunConfig) -> list[Candidate]:
 
 
 def needs_ranking(config: config_lib.RunConfig) -> bool:
-    """Whether `tfl train` ranks before training: several candidates, or schedule auto."""
-    return config.train.schedule == "auto" or len(candidates(config)) > 1
+    """Whether `tfl train` ranks before training: several candidates, or schedule auto.
+
+    A fusion recipe's two bases are both used, not candidates: it never ranks them.
+    """
+    if config.train.schedule == "auto":
+        return True
+    return config_lib.RECIPE_KINDS[config.recipe].bases == 1 and len(candidates(config)) > 1
 
 
 def choose_schedule(probe_accuracy: float, examples_per_class: float) -> tuple[str, str]:
