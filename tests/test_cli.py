@@ -1,8 +1,5 @@
-import csv
 import json
 import os
-import subprocess
-import sys
 import time
 
 import keras
@@ -206,63 +203,3 @@ def test_bad_config_exits_2_before_any_work_naming_the_key(kind, capsys, tmp_pat
 def test_evaluate_of_a_missing_run_exits_2(capsys):
     assert cli.main(["evaluate", "/nonexistent/run"]) == cli.EXIT_USAGE
     assert "not a finished tfl run directory" in capsys.readouterr().err
-
-
-def _logged_phases(run_dir) -> list[int]:
-    path = os.path.join(run_dir, "history.csv")
-    if not os.path.exists(path):
-        return []
-    with open(path, newline="") as f:
-        return [int(float(row["phase"])) for row in csv.DictReader(f) if row.get("phase")]
-
-
-@pytest.mark.assets
-@pytest.mark.slow
-def test_rerunning_tfl_train_resumes_a_killed_run(tmp_path, capsys):
-    run_dir = str(tmp_path / "run")
-    argv = [
-        "train", "--image-size", "32", "--batch-size", "10",
-        "--data.max-per-class", "{train: 4, validation: 2, test: 2}",
-        "--epochs-head", "2", "--epochs-finetune", "3", "--output", run_dir,
-    ]  # fmt: skip
-    process = subprocess.Popen(
-        [sys.executable, "-m", "tfl.cli", *argv],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        env=dict(os.environ, TFL_CACHE_DIR=str(tmp_path / "cache")),
-    )
-    try:
-        deadline = time.time() + 240
-        while 1 not in _logged_phases(run_dir):  # SIGKILL once fine-tuning has started
-            assert process.poll() is None, process.stderr.read().decode()[-3000:]
-            assert time.time() < deadline, "the first fine-tuning epoch never finished"
-            time.sleep(0.02)
-        process.kill()
-        process.wait(timeout=60)
-    finally:
-        if process.poll() is None:
-            process.kill()
-        process.stderr.close()
-    assert process.returncode == -9
-    assert not os.path.exists(os.path.join(run_dir, "model.keras"))  # it really was cut short
-    killed_at = len(_logged_phases(run_dir))
-    assert killed_at < 5
-
-    # The same command again picks the run up where it stopped: the head phase is not redone
-    # and every epoch of the plan ends up logged once.
-    capsys.readouterr()
-    assert cli.main(argv) == cli.EXIT_OK
-    out = capsys.readouterr().out
-    assert "cached features" not in out  # phase 1 (cached, frozen base) did not run again
-    assert _logged_phases(run_dir) == [0, 0, 1, 1, 1]
-    with open(os.path.join(run_dir, "metrics.json")) as f:
-        metrics = json.load(f)
-    assert metrics["history"]["epoch"] == [0, 1, 2, 3, 4]
-    assert [p["name"] for p in metrics["phases"]] == ["head", "finetune"]
-    keras.saving.load_model(os.path.join(run_dir, "model.keras"))
-
-    # Re-running with other settings into the same directory is refused before any work.
-    changed = [a if a != "3" else "4" for a in argv]
-    assert cli.main(changed) == cli.EXIT_USAGE
-    err = capsys.readouterr().err
-    assert "train.finetune_epochs differ" in err and "--output" in err

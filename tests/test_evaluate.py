@@ -8,7 +8,7 @@ import matplotlib.image
 import numpy as np
 import pytest
 import tensorflow as tf
-from helpers import TEXT_LABELS, TEXTS, images, tiny_bert, tiny_bert_preprocessor, tiny_image_base
+from helpers import images, tiny_image_base
 from sklearn import metrics as skm
 
 import tfl
@@ -23,9 +23,7 @@ from tfl.evaluate import (
     write_report,
 )
 from tfl.studies import (
-    compare_transfer,
     cross_validate,
-    format_comparison,
     stratified_folds,
     transfer_verdict,
 )
@@ -465,34 +463,3 @@ def test_mcnemar_exact_matches_the_binomial_by_hand():
 def test_transfer_verdict_rejects_predictions_of_other_lengths():
     with pytest.raises(ValueError, match="Received 2 probe predictions for 3 labels"):
         transfer_verdict([0, 1, 0], [0, 1, 0], [0, 1], [0, 1, 0])
-
-
-def test_compare_transfer_end_to_end_structure():
-    x, y = np.tile(TEXTS, 4), np.tile(TEXT_LABELS, 4)  # 24 sentences, 2 classes
-    calls = {"pretrained": 0, "scratch": 0}
-
-    def build(kind):
-        def make():
-            calls[kind] += 1
-            return tfl.TextClassifier(
-                tiny_bert(), num_classes=2, preprocessor=tiny_bert_preprocessor()
-            )
-
-        return make
-
-    result = compare_transfer(
-        build("pretrained"), build("scratch"), x, y, folds=2, epochs=1, batch_size=12
-    )
-    assert calls == {"pretrained": 4, "scratch": 2}  # probe and fine-tune: 2 folds each
-    assert set(result["methods"]) == {"scratch", "probe", "fine_tune"}
-    for cv in result["methods"].values():
-        assert cv["fold_sizes"] == [12, 12] and len(cv["accuracy"]["values"]) == 2
-    assert result["verdict"] in ("transfer helps", "transfer hurts", "no significant difference")
-    assert result["n"] == 24 and len(result["methods"]["probe"]["predictions"]) == 2
-    table = format_comparison(result)
-    assert table.splitlines()[0] == "| method | accuracy | macro F1 | accuracy per fold |"
-    scratch = result["methods"]["scratch"]["accuracy"]
-    assert f"| scratch | {scratch['mean']:.4f} ± {scratch['std']:.4f} |" in table
-    assert f"**{result['verdict']}**" in table
-    with pytest.raises(ValueError, match="compare_transfer returns"):
-        format_comparison({"methods": {}})

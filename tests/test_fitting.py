@@ -83,7 +83,9 @@ def test_two_phase_moves_head_then_base_and_never_batchnorm():
     assert [p["name"] for p in history.phases] == ["head", "finetune"]
     finetune = history.phases[1]
     assert {k: finetune[k] for k in ("name", "start_epoch", "end_epoch")} == {
-        "name": "finetune", "start_epoch": 2, "end_epoch": 4
+        "name": "finetune",
+        "start_epoch": 2,
+        "end_epoch": 4,
     }
     # Each phase says how many weights it trained and how long a step took.
     assert history.phases[0]["trainable_params"] < finetune["trainable_params"]

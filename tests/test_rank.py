@@ -163,8 +163,9 @@ def test_train_with_base_auto_ranks_then_trains_the_winner_on_its_cached_feature
 
 
 def test_a_base_cut_after_a_block_group_trains_saves_and_reloads(tmp_path):
-    import tfl
     from helpers import assert_keras_round_trip, images
+
+    import tfl
 
     base = tfl.ImageBackbone("mobilenet_v3_small", (32, 32, 3), weights=None, cut="stage1")
     assert base.feature_dim == 24 and base.cut == "stage1"  # stride 8: 24 channels

@@ -190,29 +190,22 @@ def test_image_classification_smoke_fine_tunes_the_base_with_batchnorm_frozen(tm
 
 
 @pytest.mark.assets
-def test_text_classification_smoke_uses_minilm_its_preprocessor_and_mean_pooling(tmp_path, capsys):
-    result, out = run_smoke("text_classification", tmp_path, capsys)
+@pytest.mark.slow
+def test_text_classification_smoke_uses_minilm_and_a_finetuning_epoch_trains_the_encoder(
+    tmp_path, capsys
+):
+    # --smoke leaves phase 2 out (~15 s of tracing on a CPU); one fine-tuning epoch makes this
+    # the end-to-end check of the text recipe with the real MiniLM: the encoder's weights move.
+    result, out = run_smoke("text_classification", tmp_path, capsys, "--epochs-finetune", "1")
     model = result["model"]
     assert isinstance(model, tfl.TextClassifier) and model.pooling == "mean"
     assert model.backbone.num_layers == 6  # all-MiniLM-L6-v2
     assert model.preprocessor.sequence_length == 16  # --smoke's --data.sequence-length
     assert "Sequence length: 16 tokens" in out and "[CLS]" in out
     with open(os.path.join(result["run_dir"], "metrics.json")) as f:
-        assert [p["name"] for p in json.load(f)["phases"]] == ["head"]  # --smoke: no phase 2
-    restored = assert_reloads(result, np.array(["a gripping, moving film", "dull and flat"]))
-    assert restored.preprocessor.sequence_length == 16  # the preprocessor travels with it
-
-
-@pytest.mark.assets
-@pytest.mark.slow
-def test_text_classification_smoke_with_a_finetuning_epoch_trains_the_encoder(tmp_path, capsys):
-    # --smoke leaves phase 2 out (~15 s of tracing on a CPU); this is the end-to-end check of
-    # the text fine-tuning phase with the real MiniLM: the encoder's weights move.
-    result, _ = run_smoke("text_classification", tmp_path, capsys, "--epochs-finetune", "1")
-    with open(os.path.join(result["run_dir"], "metrics.json")) as f:
         assert [p["name"] for p in json.load(f)["phases"]] == ["head", "finetune"]
     fresh = tfl.text.load_bert_backbone("all-minilm-l6-v2")
-    trained = result["model"].backbone
+    trained = model.backbone
     assert len(trained.weights) == len(fresh.weights)
     moved = [
         w.path
@@ -220,6 +213,8 @@ def test_text_classification_smoke_with_a_finetuning_epoch_trains_the_encoder(tm
         if not np.array_equal(w.numpy(), w0.numpy())
     ]
     assert len(moved) > len(trained.weights) // 2, moved
+    restored = assert_reloads(result, np.array(["a gripping, moving film", "dull and flat"]))
+    assert restored.preprocessor.sequence_length == 16  # the preprocessor travels with it
 
 
 @pytest.mark.assets

@@ -22,8 +22,8 @@ import keras
 import keras_hub
 import numpy as np
 
-from tfl.backbones.layer_groups import cut_at_group
 from tfl.backbones.image import ImageBackbone
+from tfl.backbones.layer_groups import cut_at_group
 
 
 def evenly_spaced(total: int, keep: int) -> list[int]:
