@@ -135,8 +135,13 @@ def test_rank_writes_its_report_reports_a_failed_candidate_and_reuses_features(t
     ]
 
 
-def test_train_with_base_auto_ranks_then_trains_the_winner_on_its_cached_features(tmp_path):
+def test_train_with_base_auto_ranks_then_trains_the_winner_on_its_cached_features(
+    tmp_path, monkeypatch
+):
     from tfl.cache import cache_dir
+
+    # A cache of its own: the workers of a parallel test run share the default one.
+    monkeypatch.setenv("TFL_CACHE_DIR", str(tmp_path / "cache"))
 
     out = str(tmp_path / "run")
     argv = ["train", *TINY, "--model.base", "auto", "--train.schedule", "auto",
