@@ -38,3 +38,33 @@ def _seed():
     keras.backend.clear_session(free_memory=False)
     gc.collect()
     gc.freeze()
+
+
+# The longest files first (sums of `pytest --durations=0`, longest first): the two workers
+# of `pytest -n 2 --dist loadfile` then end together on short files, instead of one waiting
+# while the other runs a long file that happened to come last (xdist's default order is by
+# number of tests, which put the few long end-to-end tests last).
+LONGEST_FIRST = [
+    "test_models.py",
+    "test_distribute.py",
+    "test_recipes.py",
+    "test_cli_commands.py",
+    "test_export.py",
+    "test_fitting.py",
+    "test_cli.py",
+    "test_notebooks.py",
+    "test_families.py",
+    "test_cache.py",
+    "test_evaluate.py",
+    "test_distill.py",
+    "test_docstrings.py",
+    "test_optimizers.py",
+    "test_callbacks.py",
+    "test_heads.py",
+    "test_rank.py",
+]
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: order kept

@@ -91,6 +91,8 @@ def test_image_classifier_fits_with_each_head_and_round_trips(head, tmp_path):
 
 def test_image_classifier_works_with_tf_data_and_evaluate():
     model = tfl.ImageClassifier(tiny_image_base(), num_classes=2)
+    tfl.freeze(model)
+    model.compile()
     ds = tf.data.Dataset.from_tensor_slices((images(8), np.arange(8) % 2)).batch(4)
     model.fit(ds, epochs=1, verbose=0)
     loss, accuracy = model.evaluate(ds, verbose=0)
@@ -186,6 +188,8 @@ def test_fusion_of_image_and_text_takes_one_input_per_base(tmp_path):
     assert len(model.inputs) == 4  # images + token_ids, segment_ids, padding_mask
     tokens = tiny_bert_preprocessor()(TEXTS)
     x = (images(6), tokens)  # a tuple: one entry per base
+    tfl.freeze(model)  # the inputs are the subject
+    model.compile()
     model.fit(x, TEXT_LABELS, epochs=1, verbose=0)
     assert_keras_round_trip(model, x, tmp_path)
 
@@ -193,6 +197,7 @@ def test_fusion_of_image_and_text_takes_one_input_per_base(tmp_path):
 def test_multitask_model_dict_targets_losses_and_round_trip(tmp_path):
     heads = {"digit": tfl.ClassificationHead(3), "size": tfl.RegressionHead(1)}
     model = tfl.MultiTaskModel(tiny_image_base(), heads)
+    tfl.freeze(model)  # the heads' targets and losses are the subject
     model.compile(loss_weights={"digit": 1.0, "size": 0.5})
     x = images(8)
     y = {"digit": np.arange(8) % 3, "size": np.linspace(0, 1, 8).astype("float32")[:, None]}
@@ -206,36 +211,6 @@ def test_multitask_model_dict_targets_losses_and_round_trip(tmp_path):
 def test_multitask_model_rejects_bad_heads():
     with pytest.raises(ValueError, match="heads\\['digit'\\] is a str"):
         tfl.MultiTaskModel(tiny_image_base(), {"digit": "classification"})
-
-
-@pytest.mark.assets
-def test_text_classifier_on_real_minilm_learns_and_round_trips(tmp_path):
-    # Real offline MiniLM, frozen, linear probe on clearly polar sentences.
-    positive = [
-        "a wonderful, moving film",
-        "brilliant acting and a great story",
-        "i loved every minute of it",
-        "funny, warm and beautifully made",
-    ]
-    negative = [
-        "a dull, boring mess",
-        "terrible acting and a stupid plot",
-        "i hated every minute of it",
-        "tedious, ugly and badly made",
-    ]
-    texts = np.array(positive + negative)
-    labels = np.array([1] * 4 + [0] * 4)
-    model = tfl.TextClassifier(
-        tfl.text.load_bert_backbone(tfl.text.MINILM),
-        num_classes=2,
-        preprocessor=tfl.text.bert_preprocessor(tfl.text.MINILM, sequence_length=16),
-    )
-    tfl.freeze(model)
-    model.compile(optimizer=keras.optimizers.Adam(0.05))
-    model.fit(texts, labels, epochs=15, batch_size=8, verbose=0)
-    unseen = np.array(["what a great, lovely movie", "an awful, boring film"])
-    assert model.predict(unseen, verbose=0).argmax(-1).tolist() == [1, 0]
-    assert_keras_round_trip(model, unseen, tmp_path, atol=1e-5)
 
 
 def test_reloaded_task_keeps_its_frozen_blocks_and_optimizer_state(tmp_path):

@@ -261,6 +261,55 @@ def test_recipe_without_the_main_cell_is_refused(tmp_path):
         build.notebook_from_recipe(recipe, "x==1")
 
 
+def _weights_moved(run_dir) -> dict:
+    """How many base weights of the run's model.keras differ from ImageNet's, by kind."""
+    import keras
+    import numpy as np
+
+    import tfl
+
+    trained = keras.saving.load_model(run_dir / "model.keras", safe_mode=True).backbone
+    fresh = tfl.ImageBackbone("mobilenet_v2_torchvision", (32, 32, 3), weights="imagenet")
+    moved = {"conv": 0, "norm": 0}
+    for layer, layer0 in zip(trained.base.layers, fresh.base.layers, strict=True):
+        kind = "norm" if isinstance(layer, keras.layers.BatchNormalization) else "conv"
+        for w, w0 in zip(layer.weights, layer0.weights, strict=True):
+            moved[kind] += not np.array_equal(w.numpy(), w0.numpy())
+    return moved
+
+
+def _phases(run_dir) -> list[str]:
+    return [p["name"] for p in json.loads((run_dir / "metrics.json").read_text())["phases"]]
+
+
+def _check_image_classification(run_dir, printed):
+    """Phase 1 on cached features; phase 2 moved the convolutions, never BatchNorm."""
+    assert _phases(run_dir) == ["head", "finetune"]
+    assert "training the head on cached features" in printed
+    frozen = re.search(r"BatchNorm layers frozen while fine-tuning: (\d+) of (\d+)", printed)
+    assert frozen and frozen[1] == frozen[2] and int(frozen[1]) > 0
+    moved = _weights_moved(run_dir)
+    assert moved["conv"] > 0 and moved["norm"] == 0
+
+
+def _check_feature_extraction(run_dir, printed):
+    """An SVM head on cached features; the base is bit for bit ImageNet's."""
+    import keras
+
+    assert _phases(run_dir) == ["features"]
+    assert "training the head on cached features" in printed
+    assert "its weights are exactly the pretrained ones" in printed
+    model = keras.saving.load_model(run_dir / "model.keras", safe_mode=True)
+    assert type(model.head).__name__ == "SVMHead"
+    assert _weights_moved(run_dir) == {"conv": 0, "norm": 0}
+
+
+NOTEBOOK_CHECKS = {
+    "image_classification": _check_image_classification,
+    "feature_extraction": _check_feature_extraction,
+}
+
+
 @pytest.mark.assets
 @pytest.mark.parametrize("name", build.NOTEBOOKS)
 def test_notebook_runs_offline_with_smoke(name, tmp_path, kernel_specs):
@@ -274,12 +323,15 @@ def test_notebook_runs_offline_with_smoke(name, tmp_path, kernel_specs):
     # The display cell shows the run's plots: the bytes of the files in the run directory.
     shown = outputs_of(notebook.cells[-1], "image/png")
     linked = re.findall(r"!\[[^\]]*\]\(([^)\s]+\.png)\)", (run_dir / "report.md").read_text())
-    plots = [run_dir / name for name in linked]
+    plots = [run_dir / png for png in linked]
     assert {"history.png", "evaluation_confusion.png"} <= set(linked)
     expected = {base64.b64encode(p.read_bytes()).decode() for p in plots}
     assert {s.strip() for s in shown} == expected
     assert outputs_of(notebook.cells[-1], "text/markdown")[0].startswith(f"# {name}")
     assert not os.path.exists(NOTEBOOKS / "runs")  # everything went to --output
+    everything = "".join(o.get("text", "") for c in notebook.cells for o in c.get("outputs", []))
+    if name in NOTEBOOK_CHECKS:  # what the recipe's run must show (the recipe tests' smoke)
+        NOTEBOOK_CHECKS[name](run_dir, everything)
     if name == "quickstart":  # plain Keras over tfl's objects: accelerator picked, exported
         printed = "".join(o.get("text", "") for c in notebook.cells for o in c.get("outputs", []))
         assert "Accelerator: cpu, 1 replica(s)" in printed

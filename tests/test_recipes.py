@@ -169,69 +169,17 @@ def test_recipe_rejects_another_recipe_and_bad_values(argv, message, capsys, tmp
 
 
 @pytest.mark.assets
-def test_image_classification_smoke_fine_tunes_the_base_with_batchnorm_frozen(tmp_path, capsys):
-    result, out = run_smoke("image_classification", tmp_path, capsys)
-    with open(os.path.join(result["run_dir"], "metrics.json")) as f:
-        summary = json.load(f)
-    assert [p["name"] for p in summary["phases"]] == ["head", "finetune"]
-    assert "training the head on cached features" in out  # phase 1 on the feature cache
-    frozen = re.search(r"BatchNorm layers frozen while fine-tuning: (\d+) of (\d+)", out)
-    assert frozen and frozen[1] == frozen[2] and int(frozen[1]) > 0
-    assert_reloads(result, images())
-    # Phase 2 moved the convolutions away from ImageNet's, but no BatchNorm weight or
-    # statistic moved (frozen, inference mode).
-    trained = result["model"].backbone
-    moved = {"conv": 0, "norm": 0}
-    for layer, fresh in zip(trained.base.layers, pretrained_base().base.layers, strict=True):
-        kind = "norm" if isinstance(layer, keras.layers.BatchNormalization) else "conv"
-        for w, w0 in zip(layer.weights, fresh.weights, strict=True):
-            moved[kind] += not np.array_equal(w.numpy(), w0.numpy())
-    assert moved["conv"] > 0 and moved["norm"] == 0
-
-
-@pytest.mark.assets
-@pytest.mark.slow
-def test_text_classification_smoke_uses_minilm_and_a_finetuning_epoch_trains_the_encoder(
-    tmp_path, capsys
-):
-    # --smoke leaves phase 2 out (~15 s of tracing on a CPU); one fine-tuning epoch makes this
-    # the end-to-end check of the text recipe with the real MiniLM: the encoder's weights move.
-    result, out = run_smoke("text_classification", tmp_path, capsys, "--epochs-finetune", "1")
+def test_text_classification_smoke_uses_minilm_its_preprocessor_and_mean_pooling(tmp_path, capsys):
+    result, out = run_smoke("text_classification", tmp_path, capsys)
     model = result["model"]
     assert isinstance(model, tfl.TextClassifier) and model.pooling == "mean"
     assert model.backbone.num_layers == 6  # all-MiniLM-L6-v2
     assert model.preprocessor.sequence_length == 16  # --smoke's --data.sequence-length
     assert "Sequence length: 16 tokens" in out and "[CLS]" in out
     with open(os.path.join(result["run_dir"], "metrics.json")) as f:
-        assert [p["name"] for p in json.load(f)["phases"]] == ["head", "finetune"]
-    fresh = tfl.text.load_bert_backbone("all-minilm-l6-v2")
-    trained = model.backbone
-    assert len(trained.weights) == len(fresh.weights)
-    moved = [
-        w.path
-        for w, w0 in zip(trained.weights, fresh.weights, strict=True)
-        if not np.array_equal(w.numpy(), w0.numpy())
-    ]
-    assert len(moved) > len(trained.weights) // 2, moved
+        assert [p["name"] for p in json.load(f)["phases"]] == ["head"]  # --smoke: no phase 2
     restored = assert_reloads(result, np.array(["a gripping, moving film", "dull and flat"]))
     assert restored.preprocessor.sequence_length == 16  # the preprocessor travels with it
-
-
-@pytest.mark.assets
-def test_feature_extraction_smoke_never_trains_the_base(tmp_path, capsys):
-    result, out = run_smoke("feature_extraction", tmp_path, capsys)
-    model = result["model"]
-    assert isinstance(model.head, tfl.SVMHead)
-    with open(os.path.join(result["run_dir"], "metrics.json")) as f:
-        assert [p["name"] for p in json.load(f)["phases"]] == ["features"]
-    assert "training the head on cached features" in out
-    assert "its weights are exactly the pretrained ones" in out
-    # Every weight of the base, statistics included, is bit for bit ImageNet's.
-    fresh = pretrained_base()
-    assert len(model.backbone.weights) == len(fresh.weights) > 0
-    for w, w0 in zip(model.backbone.weights, fresh.weights, strict=True):
-        np.testing.assert_array_equal(w.numpy(), w0.numpy(), err_msg=w.path)
-    assert_reloads(result, images())
 
 
 @pytest.mark.assets

@@ -38,7 +38,7 @@ def save_keras(model: keras.Model, path: str) -> str:
     Example:
     >>> import os, tempfile
     >>> from tfl.export import save_keras
-    >>> model = ImageClassifier(ImageBackbone("mobilenet_v3_small", (32, 32, 3), weights=None), 3)
+    >>> model = ImageClassifier(ImageBackbone("mobilenet", (32, 32, 3), weights=None), 3)
     >>> path = save_keras(model, os.path.join(tempfile.mkdtemp(), "model.keras"))
     >>> type(keras.saving.load_model(path, safe_mode=True)).__name__
     'ImageClassifier'
@@ -116,7 +116,7 @@ def export_saved_model(
     >>> import os, tempfile
     >>> import tensorflow as tf
     >>> from tfl.export import export_saved_model
-    >>> model = ImageClassifier(ImageBackbone("mobilenet_v3_small", (32, 32, 3), weights=None), 3)
+    >>> model = ImageClassifier(ImageBackbone("mobilenet", (32, 32, 3), weights=None), 3)
     >>> path = export_saved_model(model, os.path.join(tempfile.mkdtemp(), "sm"), ["a", "b", "c"])
     >>> serve = tf.saved_model.load(path).signatures["serving_default"]
     >>> png = tf.io.encode_png(tf.zeros([50, 40, 3], tf.uint8))
