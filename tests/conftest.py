@@ -68,3 +68,40 @@ LONGEST_FIRST = [
 def pytest_collection_modifyitems(config, items):
     rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
     items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: order kept
+
+
+# Unit tests of models, heads and the training loop run Keras' steps eagerly: tracing a
+# MobileNet's train step takes ~10 s on a CPU, and these tests fit one or two tiny batches
+# (13 s -> 3 s for a fit, predict and evaluate). What they test (weights, freezing, losses,
+# callbacks, caching, saving) is the same either way; graph mode stays covered by every test
+# that runs `tfl train` or a recipe, in-process in the other files or as a subprocess, and
+# by the exports (SavedModel and TFLite always trace). A test that needs graph mode in one of
+# these files is marked `graph`.
+EAGER_FILES = {
+    "test_models.py",
+    "test_heads.py",
+    "test_callbacks.py",
+    "test_fitting.py",
+    "test_cache.py",
+    "test_regularizers.py",
+    "test_optimizers.py",
+    "test_freezing.py",
+    "test_evaluate.py",
+    "test_wise.py",
+    "test_peft.py",
+    "test_calibration.py",
+    "test_ema.py",
+    "test_tta.py",
+    "test_lr_finder.py",
+    "test_linter.py",
+}
+
+
+@pytest.fixture(autouse=True)
+def _eager_steps(request):
+    import tensorflow as tf
+
+    eager = request.path.name in EAGER_FILES and not request.node.get_closest_marker("graph")
+    tf.config.run_functions_eagerly(eager)
+    yield
+    tf.config.run_functions_eagerly(False)

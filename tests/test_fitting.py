@@ -1,10 +1,5 @@
 """The phase runner with the presets: what trains when, epochs, histories, resuming."""
 
-import os
-import subprocess
-import sys
-import textwrap
-
 import keras
 import numpy as np
 import pytest
@@ -178,89 +173,6 @@ def test_schedule_without_known_steps_asks_for_steps_per_epoch():
     model = _model()
     with pytest.raises(ValueError, match="steps_per_epoch"):
         fit_phases(model, [Phase(1, schedule="cosine")], data, verbose=0)
-
-
-RESUME_SCRIPT = textwrap.dedent(
-    """
-    import os, signal, sys
-    os.environ["KERAS_BACKEND"] = "tensorflow"
-    import keras, numpy as np, tensorflow as tf
-    sys.path.insert(0, {tests!r})
-    import tfl
-    from tfl.callbacks import standard_callbacks
-    from helpers import images, tiny_image_base
-
-    keras.utils.set_random_seed(0)
-    tf.config.experimental.enable_op_determinism()
-    run_dir, kill_at, out = sys.argv[1], sys.argv[2], sys.argv[3]
-
-    class Kill(keras.callbacks.Callback):
-        def on_epoch_begin(self, epoch, logs=None):
-            self.epoch = epoch
-        def on_train_batch_end(self, batch, logs=None):
-            if kill_at == f"{{self.epoch}}:{{batch}}":
-                os.kill(os.getpid(), signal.SIGKILL)
-
-    x = images(16)
-    y = np.arange(16) % 3
-    model = tfl.ImageClassifier(tiny_image_base(), num_classes=3)
-    callbacks = standard_callbacks(run_dir, monitor="loss", tensorboard=False, verbose=0)
-    history = tfl.fit_phases(
-        model, tfl.two_phase(2, 3, finetune_learning_rate=1e-3), x, y, batch_size=4,
-        callbacks=callbacks + [Kill()], verbose=0,
-    )
-    np.savez(out, *[np.array(w) for w in model.weights])
-    print("EPOCHS", history.epoch, "PHASES", history.history["phase"])
-    """
-)
-
-
-def _run(script, run_dir, kill_at, out):
-    return subprocess.run(
-        [sys.executable, script, str(run_dir), kill_at, str(out)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-
-
-@pytest.mark.slow
-def test_killed_run_resumes_in_the_right_phase_and_ends_with_the_same_weights(tmp_path):
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    script = tmp_path / "run.py"
-    script.write_text(RESUME_SCRIPT.format(tests=os.path.join(root, "tests")))
-
-    # The uninterrupted reference run is independent of the killed one: run them side by side,
-    # each with its own feature cache (two processes must not write one cache entry at once).
-    straight_args = [sys.executable, script, tmp_path / "straight", "never", tmp_path / "s.npz"]
-    env = dict(os.environ, TFL_CACHE_DIR=str(tmp_path / "straight_cache"))
-    with open(tmp_path / "straight.log", "w+") as log:
-        straight = subprocess.Popen(straight_args, stdout=log, stderr=subprocess.STDOUT, env=env)
-        try:
-            run_dir = tmp_path / "killed"
-            first = _run(script, run_dir, "1:2", tmp_path / "x.npz")  # SIGKILL mid-epoch, phase 1
-            assert first.returncode == -9, first.stderr[-3000:]
-            second = _run(script, run_dir, "3:1", tmp_path / "x.npz")  # resumes; SIGKILL, phase 2
-            assert second.returncode == -9, second.stderr[-3000:]
-            third = _run(script, run_dir, "never", tmp_path / "resumed.npz")
-            assert third.returncode == 0, third.stderr[-3000:]
-            straight.wait(timeout=300)
-        finally:
-            if straight.returncode is None:  # a failure above: do not leave it running
-                straight.kill()
-                straight.wait()
-    assert straight.returncode == 0, (tmp_path / "straight.log").read_text()[-3000:]
-    assert "EPOCHS [0, 1, 2, 3, 4] PHASES [0, 0, 1, 1, 1]" in third.stdout
-
-    expected = np.load(tmp_path / "s.npz")
-    got = np.load(tmp_path / "resumed.npz")
-    assert len(expected.files) == len(got.files)
-    for key in expected.files:
-        np.testing.assert_allclose(got[key], expected[key], rtol=1e-5, atol=1e-6)
-    # Every epoch is logged once in the run's CSV, with its phase.
-    rows = (run_dir / "history.csv").read_text().strip().splitlines()
-    epochs = [int(r.split(",")[0]) for r in rows[1:]]
-    assert sorted(set(epochs)) == [0, 1, 2, 3, 4]
 
 
 def test_fit_phases_lints_every_phase_and_warns_once_per_trap():

@@ -121,6 +121,7 @@ def test_unfreeze_by_group_names_and_bad_names():
         tfl.unfreeze(model)
 
 
+@pytest.mark.graph  # the compiled train step is a traced graph: what Keras really ignores
 def test_fit_after_unfreeze_without_compile_warns_and_keras_really_ignores_it():
     model = tfl.ImageClassifier(tiny_image_base(), num_classes=3)
     tfl.freeze(model)

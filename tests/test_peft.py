@@ -73,6 +73,7 @@ def test_image_bases_get_adapters_on_their_convolutions_and_unfreeze_opens_only_
         enable_lora(tfl.ImageClassifier(tiny_image_base(), 2), 0)
 
 
+@pytest.mark.graph  # a whole run, as `tfl train` traces it
 def test_a_lora_run_saves_a_merged_model_that_reloads_without_optimizer_warnings(tuned):
     """`Run.finish`'s LoRA steps (`tfl.post_training`): the saved model is merged (plain
     layers, W + A·B), its base frozen, and it reloads with an optimizer that fits it."""

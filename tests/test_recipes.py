@@ -183,24 +183,6 @@ def test_text_classification_smoke_uses_minilm_its_preprocessor_and_mean_pooling
 
 
 @pytest.mark.assets
-def test_feature_fusion_smoke_says_loudly_that_the_second_base_is_random(tmp_path, capsys):
-    result, out = run_smoke("feature_fusion", tmp_path, capsys)
-    model = result["model"]
-    assert [b.architecture for b in model.backbones] == [
-        "mobilenet_v2_torchvision",
-        "efficientnet_b0",
-    ]
-    assert result["config"].model.weights == ("imagenet", "none")
-    banner = "efficientnet_b0 has RANDOM weights (model.weights: none): it is NOT pretrained"
-    assert out.count(banner) == 2  # before the run and again next to the accuracy
-    assert "plumbing check only" in out
-    with open(os.path.join(result["run_dir"], "report.md")) as f:
-        assert "RANDOM weights" in f.read()
-    assert model.get_layer("fusion").output.shape[-1] == 1280 + 1280
-    assert_reloads(result, images())
-
-
-@pytest.mark.assets
 def test_feature_fusion_offline_fails_with_the_librarys_message(tmp_path, monkeypatch):
     # Offline: Keras cannot fetch EfficientNet-B0's ImageNet weights (simulated, so the test
     # is the same on a machine with network). Nothing may train.
