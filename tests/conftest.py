@@ -45,23 +45,20 @@ def _seed():
 # while the other runs a long file that happened to come last (xdist's default order is by
 # number of tests, which put the few long end-to-end tests last).
 LONGEST_FIRST = [
-    "test_models.py",
     "test_distribute.py",
-    "test_recipes.py",
     "test_cli_commands.py",
     "test_export.py",
-    "test_fitting.py",
-    "test_cli.py",
     "test_notebooks.py",
-    "test_families.py",
-    "test_cache.py",
-    "test_evaluate.py",
+    "test_recipes.py",
+    "test_cli.py",
     "test_distill.py",
-    "test_docstrings.py",
-    "test_optimizers.py",
-    "test_callbacks.py",
-    "test_heads.py",
+    "test_families.py",
+    "test_models.py",
     "test_rank.py",
+    "test_docstrings.py",
+    "test_cache.py",
+    "test_fitting.py",
+    "test_evaluate.py",
 ]
 
 
