@@ -91,6 +91,11 @@ EAGER_FILES = {
     "test_tta.py",
     "test_lr_finder.py",
     "test_linter.py",
+    "test_docstrings.py",
+    "test_distill.py",
+    "test_data_text.py",
+    "test_data_images.py",
+    "test_text.py",
 }
 
 
