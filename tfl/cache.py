@@ -58,7 +58,9 @@ from tfl.extraction import FeatureWriter, extract, extraction_dataset, feature_f
 from tfl.fingerprints import data_fingerprint, model_fingerprint
 from tfl.freezing import bases_of
 
-_FORMAT = 1
+# 2: the training split's features are read in a fixed order (`DataSplits.train_in_order`);
+# entries of format 1 (tfl 0.1.0) hold them in a shuffled order and gave another result.
+_FORMAT = 2
 _DEFAULT_MEMORY_LIMIT = 2 * 1024**3  # features larger than this stream from disk
 
 
